@@ -1,0 +1,67 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Layers, each depending only on those above it:
+//   ChatCore    pure protocol logic: codec, usernames, registry, handlers, snapshots
+//   ChatConfig  the TOML config file, parsed and checked (pure: text in, settings out)
+//   ChatSystem  every syscall: sockets, epoll, timerfd, signalfd, files, stderr logging
+//   ChatServer  chatd's event loop: ChatCore's handler driven by ChatSystem's I/O
+//   ChatClient  the client library: ChatCore's handshake machine driven by a UDP socket
+//   chatd, chat thin executables: arguments, config, wiring
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "chatd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "chatd", targets: ["chatd"]),
+        .executable(name: "chat", targets: ["chat"]),
+        .library(name: "ChatClient", targets: ["ChatClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        .target(name: "ChatCore", swiftSettings: strict),
+        .target(
+            name: "ChatConfig",
+            dependencies: ["ChatCore", "ChatSystem", .product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: strict),
+        .target(
+            name: "ChatSystem",
+            dependencies: ["ChatCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        .target(
+            name: "ChatServer",
+            dependencies: [
+                "ChatCore", "ChatConfig", "ChatSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .target(name: "ChatClient", dependencies: ["ChatCore", "ChatSystem"], swiftSettings: strict),
+        .executableTarget(
+            name: "chatd",
+            dependencies: [
+                "ChatCore", "ChatConfig", "ChatSystem", "ChatServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "chat",
+            dependencies: [
+                "ChatCore", "ChatConfig", "ChatClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore"], swiftSettings: strict),
+        .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"], swiftSettings: strict),
+        .testTarget(name: "ChatSystemTests", dependencies: ["ChatSystem", "ChatCore"], swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["ChatCore", "ChatSystem", "chatd", "chat"],
+            swiftSettings: strict),
+    ]
+)
