@@ -1,0 +1,70 @@
+import ChatCore
+import Testing
+
+@Suite struct SnapshotTests {
+    private func sampleRegistry() -> Registry {
+        var registry = Registry(maxUsers: 10)
+        _ = registry.introduce(Username("alice")!, from: IPAddress("127.0.0.5")!)
+        _ = registry.introduce(Username("Bob.2")!, from: IPAddress("2001:db8::1")!)
+        _ = registry.introduce(Username("carol")!, from: IPAddress("::ffff:10.0.0.1")!)
+        return registry
+    }
+
+    @Test func roundTrips() throws {
+        let registry = sampleRegistry()
+        let bytes = Snapshot.encode(registry, savedAt: 1_795_000_000)
+        let loaded = try Snapshot.load(bytes, maxUsers: 10)
+        #expect(loaded.count == 3)
+        for entry in registry.entries {
+            #expect(loaded.username(for: entry.address) == entry.username)
+        }
+    }
+
+    @Test func formatMatchesTheDocumentedShape() {
+        var registry = Registry(maxUsers: 10)
+        _ = registry.introduce(Username("alice")!, from: IPAddress("127.0.0.5")!)
+        let text = String(decoding: Snapshot.encode(registry, savedAt: 0), as: UTF8.self)
+        #expect(text == "{\"version\": 1, \"saved_at\": \"1970-01-01T00:00:00Z\", \"users\": [\n{\"ip\": \"127.0.0.5\", \"username\": \"alice\"}\n]}\n")
+        let empty = String(decoding: Snapshot.encode(Registry(maxUsers: 1), savedAt: 0), as: UTF8.self)
+        #expect(empty == "{\"version\": 1, \"saved_at\": \"1970-01-01T00:00:00Z\", \"users\": [\n]}\n")
+    }
+
+    @Test func acceptsAnyWhitespaceAndKeyOrder() throws {
+        let text = #"  { "users" : [ { "username":"x1", "ip":"::1" } ],"version":1 }  "#
+        let registry = try Snapshot.load(Array(text.utf8), maxUsers: 10)
+        #expect(registry.username(for: .loopbackIPv6)?.text == "x1")
+    }
+
+    @Test(arguments: [
+        ("", "not valid JSON"),
+        ("{", "not valid JSON"),
+        ("[]", "expected"),
+        (#"{"version": 2, "users": []}"#, "version 2 is not supported"),
+        (#"{"users": []}"#, "missing key \"version\""),
+        (#"{"version": 1}"#, "missing key \"users\""),
+        (#"{"version": 1, "users": [{"ip": "1.2.3.4"}]}"#, "missing key \"username\""),
+        (#"{"version": 1, "users": [{"ip": "1.2.3.999", "username": "a"}]}"#, "user 0: \"1.2.3.999\" is not an IP address"),
+        (#"{"version": 1, "users": [{"ip": "1.2.3.4", "username": "-a"}]}"#, "user 0: \"-a\" is not a valid username"),
+        (#"{"version": 1, "users": [{"ip": 5, "username": "a"}]}"#, "users[0].ip: expected a string"),
+        (#"{"version": 1, "users": [{"ip": "1.2.3.4", "username": "a"}, {"ip": "1.2.3.4", "username": "b"}]}"#, "user 1: address 1.2.3.4 appears twice"),
+        (#"{"version": 1, "users": [{"ip": "1.2.3.4", "username": "a"}, {"ip": "1.2.3.5", "username": "A"}]}"#, "user 1: username A appears twice"),
+    ])
+    func refusesDamage(text: String, fragment: String) {
+        #expect {
+            _ = try Snapshot.load(Array(text.utf8), maxUsers: 10)
+        } throws: { error in
+            "\(error)".contains(fragment)
+        }
+    }
+
+    @Test(arguments: [
+        (Int64(0), "1970-01-01T00:00:00Z"),
+        (951_782_400, "2000-02-29T00:00:00Z"),
+        (1_795_773_601, "2026-11-27T10:00:01Z"),
+        (4_102_444_799, "2099-12-31T23:59:59Z"),
+        (-1, "1969-12-31T23:59:59Z"),
+    ])
+    func rfc3339Timestamps(seconds: Int64, text: String) {
+        #expect(rfc3339(seconds) == text)
+    }
+}
