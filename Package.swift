@@ -25,13 +25,14 @@ let package = Package(
     ],
     targets: [
         .target(name: "ChatCore", swiftSettings: strict),
+        .systemLibrary(name: "CLinux"),
         .target(
             name: "ChatConfig",
             dependencies: ["ChatCore", "ChatSystem", .product(name: "TOMLKit", package: "TOMLKit")],
             swiftSettings: strict),
         .target(
             name: "ChatSystem",
-            dependencies: ["ChatCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ChatCore", "CLinux", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .target(
             name: "ChatServer",

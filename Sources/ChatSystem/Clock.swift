@@ -1,0 +1,34 @@
+// The two clocks the program reads, and what each is for.
+//
+// Timers, retries and deadlines use CLOCK_MONOTONIC, which never jumps when
+// the administrator or NTP sets the time; ChatCore receives it as an
+// `Instant`. CLOCK_REALTIME is read only to stamp log lines and snapshots for
+// humans, never to measure an interval.
+
+import ChatCore
+import Glibc
+
+// MARK: - Clocks
+
+public enum SystemClock {
+    /// Now on CLOCK_MONOTONIC (which, on Linux, stops while the machine is suspended).
+    public static func monotonicNow() -> Instant {
+        let time = read(CLOCK_MONOTONIC)
+        return Instant(nanoseconds: Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec))
+    }
+
+    /// Now on CLOCK_REALTIME as seconds and nanoseconds since the Unix epoch,
+    /// for timestamps only.
+    public static func wallSeconds() -> (seconds: Int64, nanoseconds: Int32) {
+        let time = read(CLOCK_REALTIME)
+        return (Int64(time.tv_sec), Int32(time.tv_nsec))
+    }
+
+    private static func read(_ clock: clockid_t) -> timespec {
+        var time = timespec()
+        // Fails only for an unknown clock id, which these two are not.
+        let result = clock_gettime(clock, &time)
+        precondition(result == 0, "clock_gettime(\(clock)) failed with errno \(Glibc.errno)")
+        return time
+    }
+}
