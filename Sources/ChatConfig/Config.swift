@@ -1,0 +1,112 @@
+// chatd's settings as typed values, with the defaults that apply when the
+// config file leaves a key out.
+//
+// Both executables share this one description: chatd reads [server],
+// [registry] and [log], the chat client reads [client]. Every key has a
+// default so that an empty or missing file is a working configuration, and
+// the values here are only ever built by `Config.parse` (which checks them) or
+// by code that constructs them directly, as tests do.
+
+import ChatCore
+
+/// The effective settings of chatd and the chat client.
+public struct Config: Equatable, Sendable {
+    /// Where chatd listens.
+    public struct Server: Equatable, Sendable {
+        /// The address to bind; `::` listens on IPv6 and IPv4 together.
+        public var bind: IPAddress
+        public var port: UInt16
+
+        public init(bind: IPAddress = .anyIPv4, port: UInt16 = 7447) {
+            self.bind = bind
+            self.port = port
+        }
+    }
+
+    /// Where the chat client sends, and how it retries.
+    public struct Client: Equatable, Sendable {
+        /// An IP literal or a host name; resolving it is the client's job.
+        public var server: String
+        public var port: UInt16
+        /// How long the first attempt waits for a reply.
+        public var timeoutMilliseconds: Int
+        /// How many requests are sent in all before giving up.
+        public var maxAttempts: Int
+        /// The factor each retry's wait grows by; 1.0 keeps it fixed.
+        public var backoff: Double
+
+        public init(
+            server: String = "127.0.0.1", port: UInt16 = 7447, timeoutMilliseconds: Int = 500,
+            maxAttempts: Int = 5, backoff: Double = 2.0
+        ) {
+            self.server = server
+            self.port = port
+            self.timeoutMilliseconds = timeoutMilliseconds
+            self.maxAttempts = maxAttempts
+            self.backoff = backoff
+        }
+    }
+
+    /// How chatd keeps and persists its username registry.
+    public struct Registry: Equatable, Sendable {
+        /// An absolute file path.
+        public var snapshotPath: String
+        public var snapshotIntervalSeconds: Int
+        /// How many addresses the registry holds before refusing new ones.
+        public var maxUsers: Int
+
+        public init(
+            snapshotPath: String = "/var/lib/chatd/registry.json", snapshotIntervalSeconds: Int = 30,
+            maxUsers: Int = 1_000_000
+        ) {
+            self.snapshotPath = snapshotPath
+            self.snapshotIntervalSeconds = snapshotIntervalSeconds
+            self.maxUsers = maxUsers
+        }
+    }
+
+    public struct Log: Equatable, Sendable {
+        /// The least severe level that is written.
+        public var level: LogLevel
+
+        public init(level: LogLevel = .info) {
+            self.level = level
+        }
+    }
+
+    public var server: Server
+    public var client: Client
+    public var registry: Registry
+    public var log: Log
+
+    public init(server: Server = Server(), client: Client = Client(), registry: Registry = Registry(), log: Log = Log()) {
+        self.server = server
+        self.client = client
+        self.registry = registry
+        self.log = log
+    }
+
+    /// The settings of an empty config file.
+    public static let defaults = Config()
+}
+
+/// Log severities, least severe first, named as in the config file.
+public enum LogLevel: String, CaseIterable, Sendable, Comparable {
+    case debug, info, notice, warning, error
+
+    // Declaration order is severity order; a raw-valued enum gets no
+    // synthesized Comparable, so the order is spelled out here.
+    private var rank: Int {
+        switch self {
+        case .debug: 0
+        case .info: 1
+        case .notice: 2
+        case .warning: 3
+        case .error: 4
+        }
+    }
+
+    public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool {
+        lhs.rank < rhs.rank
+    }
+}

@@ -1,0 +1,260 @@
+// Tests of the config file: defaults, every key read, rendering that reads
+// back, and a message for each way a file can be wrong.
+//
+// The shipped config/chatd.toml is parsed here too, so the documented
+// defaults in it cannot drift from `Config.defaults`.
+
+import ChatConfig
+import ChatCore
+import Foundation
+import Testing
+
+private let path = "/etc/chatd/chatd.toml"
+
+/// `Config.defaults` with one change applied, for expected values.
+private func defaults(_ change: (inout Config) -> Void) -> Config {
+    var config = Config.defaults
+    change(&config)
+    return config
+}
+
+/// The error `text` is rejected with; records an issue if it is accepted.
+private func rejection(_ text: String) -> ConfigError? {
+    do {
+        let config = try Config.parse(text, path: path)
+        Issue.record("accepted: \(config)")
+        return nil
+    } catch {
+        return error
+    }
+}
+
+@Suite struct DefaultsTests {
+    @Test func emptyTextGivesDefaults() throws {
+        #expect(try Config.parse("", path: path) == Config.defaults)
+    }
+
+    @Test func emptySectionsGiveDefaults() throws {
+        let text = "[server]\n[client]\n[registry]\n[log]\n"
+        #expect(try Config.parse(text, path: path) == Config.defaults)
+    }
+
+    @Test func defaultsAreTheDocumentedValues() {
+        let config = Config.defaults
+        #expect(config.server == Config.Server(bind: .anyIPv4, port: 7447))
+        #expect(config.client.server == "127.0.0.1")
+        #expect(config.client.port == 7447)
+        #expect(config.client.timeoutMilliseconds == 500)
+        #expect(config.client.maxAttempts == 5)
+        #expect(config.client.backoff == 2.0)
+        #expect(config.registry.snapshotPath == "/var/lib/chatd/registry.json")
+        #expect(config.registry.snapshotIntervalSeconds == 30)
+        #expect(config.registry.maxUsers == 1_000_000)
+        #expect(config.log.level == .info)
+    }
+
+    @Test func shippedFileIsExactlyTheDefaults() throws {
+        let file = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config/chatd.toml")
+        let text = try String(contentsOf: file, encoding: .utf8)
+        #expect(try Config.parse(text, path: file.path) == Config.defaults)
+        // Every key is present in the shipped file, not just defaulted.
+        for key in ["bind", "port", "server", "timeout_ms", "max_attempts", "backoff",
+                    "snapshot_path", "snapshot_interval_s", "max_users", "level"] {
+            #expect(text.contains("\n\(key) = "), "missing \(key)")
+        }
+    }
+
+    @Test func logLevelsOrderBySeverity() {
+        #expect(LogLevel.allCases.map(\.rawValue) == ["debug", "info", "notice", "warning", "error"])
+        #expect(LogLevel.allCases.sorted() == LogLevel.allCases)
+        #expect(LogLevel.debug < .info && LogLevel.warning < .error && !(LogLevel.error < .notice))
+    }
+}
+
+struct OverrideCase: Sendable, CustomTestStringConvertible {
+    let toml: String
+    let expected: Config
+    var testDescription: String { toml.replacingOccurrences(of: "\n", with: " ") }
+}
+
+@Suite struct OverrideTests {
+    static let cases: [OverrideCase] = [
+        .init(toml: "[server]\nbind = \"127.0.0.1\"", expected: defaults { $0.server.bind = .loopbackIPv4 }),
+        .init(toml: "[server]\nbind = \"::\"", expected: defaults { $0.server.bind = .anyIPv6 }),
+        .init(toml: "[server]\nport = 9000", expected: defaults { $0.server.port = 9000 }),
+        .init(toml: "[client]\nserver = \"chat.example.org\"", expected: defaults { $0.client.server = "chat.example.org" }),
+        .init(toml: "[client]\nport = 65535", expected: defaults { $0.client.port = 65535 }),
+        .init(toml: "[client]\ntimeout_ms = 1", expected: defaults { $0.client.timeoutMilliseconds = 1 }),
+        .init(toml: "[client]\nmax_attempts = 100", expected: defaults { $0.client.maxAttempts = 100 }),
+        .init(toml: "[client]\nbackoff = 1.5", expected: defaults { $0.client.backoff = 1.5 }),
+        .init(toml: "[client]\nbackoff = 3", expected: defaults { $0.client.backoff = 3.0 }),
+        .init(toml: "[registry]\nsnapshot_path = \"/tmp/r.json\"", expected: defaults { $0.registry.snapshotPath = "/tmp/r.json" }),
+        .init(toml: "[registry]\nsnapshot_interval_s = 86400", expected: defaults { $0.registry.snapshotIntervalSeconds = 86400 }),
+        .init(toml: "[registry]\nmax_users = 1", expected: defaults { $0.registry.maxUsers = 1 }),
+        .init(toml: "[log]\nlevel = \"debug\"", expected: defaults { $0.log.level = .debug }),
+        .init(toml: "[log]\nlevel = \"error\"", expected: defaults { $0.log.level = .error }),
+        // Dotted keys and inline tables are the same tables to TOML.
+        .init(toml: "server.port = 1\nlog = { level = \"notice\" }",
+              expected: defaults { $0.server.port = 1; $0.log.level = .notice }),
+    ]
+
+    @Test(arguments: cases) func keyIsRead(_ test: OverrideCase) throws {
+        #expect(try Config.parse(test.toml, path: path) == test.expected)
+    }
+
+    @Test func ipv6BindListensOnBothFamilies() throws {
+        let config = try Config.parse("[server]\nbind = \"::\"\nport = 7448\n", path: path)
+        #expect(config.server.bind == .anyIPv6)
+        #expect(!config.server.bind.isIPv4)
+        #expect(config.server.port == 7448)
+        #expect(config.rendered().contains("bind = \"::\"\n"))
+    }
+}
+
+@Suite struct RenderingTests {
+    static let nonDefault = Config(
+        server: .init(bind: IPAddress("2001:db8::7")!, port: 1),
+        client: .init(server: "host\"with\\odd\u{1}chars", port: 65535, timeoutMilliseconds: 600_000,
+                      maxAttempts: 1, backoff: 1.1),
+        registry: .init(snapshotPath: "/srv/chat data/é.json", snapshotIntervalSeconds: 1, maxUsers: 100_000_000),
+        log: .init(level: .warning))
+
+    @Test(arguments: [Config.defaults, nonDefault]) func roundTrips(_ config: Config) throws {
+        #expect(try Config.parse(config.rendered(), path: path) == config)
+    }
+
+    @Test func defaultsRenderEveryKeyInOrder() {
+        #expect(Config.defaults.rendered() == """
+            [server]
+            bind = "0.0.0.0"
+            port = 7447
+
+            [client]
+            server = "127.0.0.1"
+            port = 7447
+            timeout_ms = 500
+            max_attempts = 5
+            backoff = 2.0
+
+            [registry]
+            snapshot_path = "/var/lib/chatd/registry.json"
+            snapshot_interval_s = 30
+            max_users = 1000000
+
+            [log]
+            level = "info"
+
+            """)
+    }
+
+    @Test func integerBackoffRendersAsFloat() throws {
+        let config = try Config.parse("[client]\nbackoff = 4", path: path)
+        #expect(config.rendered().contains("backoff = 4.0\n"))
+    }
+}
+
+struct BadCase: Sendable, CustomTestStringConvertible {
+    let toml: String
+    /// The `section.key` the error must name, nil for syntax errors.
+    let key: String?
+    let line: Int?
+    let fragment: String
+    var testDescription: String { toml.replacingOccurrences(of: "\n", with: " ") }
+
+    init(_ toml: String, key: String?, line: Int? = nil, _ fragment: String) {
+        self.toml = toml
+        self.key = key
+        self.line = line
+        self.fragment = fragment
+    }
+}
+
+@Suite struct ErrorTests {
+    static let cases: [BadCase] = [
+        // Syntax, with the line TOMLKit reports.
+        .init("[server]\nport = 7447\nbind = \n", key: nil, line: 3, "invalid TOML at column"),
+        .init("[server\n", key: nil, line: 1, "invalid TOML"),
+        .init("[server]\nport = 1\nport = 2\n", key: nil, line: 3, "cannot redefine"),
+        .init("[log]\nlevel = \"debug\"\u{0}\n", key: nil, line: 2, "column 16: a NUL character is not allowed"),
+        // Unknown names, listing the allowed ones.
+        .init("[server]\nprot = 7447", key: "server.prot", "unknown key; keys of [server] are bind, port"),
+        .init("[client]\ntimeout = 5", key: "client.timeout",
+              "keys of [client] are server, port, timeout_ms, max_attempts, backoff"),
+        .init("[registry]\nmax_user = 5", key: "registry.max_user", "snapshot_path, snapshot_interval_s, max_users"),
+        .init("[log]\nlevels = \"info\"", key: "log.levels", "keys of [log] are level"),
+        .init("[server.extra]\nx = 1", key: "server.extra", "unknown key"),
+        .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [log]"),
+        .init("port = 7447", key: "port", "unknown key outside any section"),
+        .init("[log]\n\"le vel\" = 1", key: "log.\"le vel\"", "unknown key"),
+        // Sections that are not tables, keys that are.
+        .init("server = 7447", key: "server", "must be a section ([server] heading), got an integer"),
+        .init("[[client]]\nport = 1", key: "client", "got an array"),
+        .init("[server.port]\nx = 1", key: "server.port", "must be an integer from 1 to 65535, got a table"),
+        // Wrong types.
+        .init("[server]\nport = \"7447\"", key: "server.port", "must be an integer from 1 to 65535, got a string"),
+        .init("[client]\nport = 7447.0", key: "client.port", "got a floating-point number"),
+        .init("[client]\nmax_attempts = true", key: "client.max_attempts", "got a boolean"),
+        .init("[client]\nbackoff = \"2\"", key: "client.backoff", "must be a number from 1.0 to 10.0, got a string"),
+        .init("[client]\nserver = 127", key: "client.server", "got an integer"),
+        .init("[server]\nbind = [\"::\"]", key: "server.bind", "got an array"),
+        .init("[registry]\nsnapshot_path = 1979-05-27", key: "registry.snapshot_path", "got a date"),
+        .init("[log]\nlevel = 1", key: "log.level", "got an integer"),
+        // Out of range, at each end.
+        .init("[server]\nport = 0", key: "server.port", "must be an integer from 1 to 65535, got 0"),
+        .init("[server]\nport = 65536", key: "server.port", "from 1 to 65535, got 65536"),
+        .init("[client]\nport = -1", key: "client.port", "from 1 to 65535, got -1"),
+        .init("[client]\ntimeout_ms = 0", key: "client.timeout_ms", "from 1 to 600000, got 0"),
+        .init("[client]\ntimeout_ms = 600001", key: "client.timeout_ms", "from 1 to 600000, got 600001"),
+        .init("[client]\nmax_attempts = 0", key: "client.max_attempts", "from 1 to 100, got 0"),
+        .init("[client]\nmax_attempts = 101", key: "client.max_attempts", "from 1 to 100, got 101"),
+        .init("[client]\nbackoff = 0.99", key: "client.backoff", "from 1.0 to 10.0, got 0.99"),
+        .init("[client]\nbackoff = 11", key: "client.backoff", "from 1.0 to 10.0, got 11.0"),
+        .init("[client]\nbackoff = inf", key: "client.backoff", "got inf"),
+        .init("[client]\nbackoff = nan", key: "client.backoff", "got nan"),
+        .init("[registry]\nsnapshot_interval_s = 0", key: "registry.snapshot_interval_s", "from 1 to 86400, got 0"),
+        .init("[registry]\nsnapshot_interval_s = 86401", key: "registry.snapshot_interval_s", "from 1 to 86400, got 86401"),
+        .init("[registry]\nmax_users = -5", key: "registry.max_users", "must be an integer from 1 to 100000000, got -5"),
+        .init("[registry]\nmax_users = 100000001", key: "registry.max_users", "got 100000001"),
+        // Strings that must have a shape.
+        .init("[server]\nbind = \"localhost\"", key: "server.bind",
+              "must be an IP address such as 0.0.0.0 or ::, got \"localhost\""),
+        .init("[server]\nbind = \"[::1]\"", key: "server.bind", "must be an IP address"),
+        .init("[server]\nbind = \"\"", key: "server.bind", "must be an IP address"),
+        .init("[client]\nserver = \"\"", key: "client.server", "non-empty and without spaces, got \"\""),
+        .init("[client]\nserver = \"my host\"", key: "client.server", "without spaces, got \"my host\""),
+        .init("[registry]\nsnapshot_path = \"registry.json\"", key: "registry.snapshot_path",
+              "must be an absolute file path"),
+        .init("[registry]\nsnapshot_path = \"\"", key: "registry.snapshot_path", "absolute file path"),
+        .init("[registry]\nsnapshot_path = \"/var/lib/chatd/\"", key: "registry.snapshot_path", "not ending in"),
+        .init("[log]\nlevel = \"verbose\"", key: "log.level",
+              "must be one of debug, info, notice, warning, error, got \"verbose\""),
+        .init("[log]\nlevel = \"INFO\"", key: "log.level", "got \"INFO\""),
+    ]
+
+    @Test(arguments: cases) func isRejected(_ test: BadCase) throws {
+        let error = try #require(rejection(test.toml))
+        let text = error.description
+        #expect(error.path == path)
+        #expect(error.key == test.key)
+        #expect(error.line == test.line)
+        #expect(text.contains(test.fragment), "\(text)")
+        if let key = test.key { #expect(text.hasPrefix("\(path): \(key): "), "\(text)") }
+        if let line = test.line { #expect(text.hasPrefix("\(path):\(line): "), "\(text)") }
+        #expect(!text.contains("\n"), "one line: \(text)")
+    }
+
+    @Test func descriptionLayout() {
+        #expect(ConfigError(path: "/f", line: 12, key: "registry.max_users", problem: "bad").description
+            == "/f:12: registry.max_users: bad")
+        #expect(ConfigError(path: "/f", line: nil, key: "server.prot", problem: "bad").description
+            == "/f: server.prot: bad")
+        #expect(ConfigError(path: "/f", line: 3, key: nil, problem: "bad").description == "/f:3: bad")
+    }
+
+    @Test func firstProblemInSchemaOrderIsReported() throws {
+        let error = try #require(rejection("[log]\nlevel = \"x\"\n[server]\nport = 0\n"))
+        #expect(error.key == "server.port")
+    }
+}
