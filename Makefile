@@ -1,0 +1,60 @@
+# chatd: build, run, test and install.
+#
+#   make run       install what is missing, build, run chatd in the foreground
+#                  on port 7447 with its state in ./state
+#   make test      build and run every test
+#   make build     release binaries in .build/release
+#   make install   PREFIX=/usr/local DESTDIR= (binaries, /etc/chatd/chatd.toml if absent)
+#   make uninstall remove what install put in place (never the config or the state)
+#   make clean     remove build output and ./state
+
+SWIFT     ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+DESTDIR   ?=
+STATE     := $(CURDIR)/state
+RELEASE   := $(CURDIR)/.build/release
+SWIFTFLAGS_RELEASE := -c release --static-swift-stdlib
+
+.PHONY: all deps build run test install uninstall clean
+
+all: build
+
+# libsystemd-dev: chatd links libsystemd for sd_notify and the journal.
+deps:
+	@if ! dpkg-query -W -f='$${Status}' libsystemd-dev 2>/dev/null | grep -q 'install ok installed'; then \
+		echo "installing libsystemd-dev"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsystemd-dev; \
+	fi
+
+build: deps
+	$(SWIFT) build $(SWIFTFLAGS_RELEASE)
+
+# A config like the shipped one, with the snapshot kept in ./state.
+$(STATE)/chatd.toml: config/chatd.toml
+	mkdir -p $(STATE)
+	sed 's|^snapshot_path = .*|snapshot_path = "$(STATE)/registry.json"|' config/chatd.toml > $@
+
+run: build $(STATE)/chatd.toml
+	exec $(RELEASE)/chatd --config $(STATE)/chatd.toml
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+install: build
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(RELEASE)/chatd $(RELEASE)/chat $(DESTDIR)$(BINDIR)/
+	install -d $(DESTDIR)$(SYSCONFDIR)/chatd
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml ]; then \
+		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml"; \
+	else \
+		install -m 0644 config/chatd.toml $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/chatd $(DESTDIR)$(BINDIR)/chat
+
+clean:
+	rm -rf .build $(STATE)

@@ -1,0 +1,128 @@
+// chatd: the CHAT/1 server daemon.
+//
+// `run()` reads top to bottom in the order the daemon starts:
+// signals blocked → config → logging → socket → snapshot → serve → final snapshot.
+// Signals come first because the signalfd only works if SIGTERM, SIGINT and
+// SIGHUP are blocked before anything could start a thread.
+
+import ArgumentParser
+import ChatConfig
+import ChatCore
+import ChatServer
+import ChatSystem
+import Logging
+
+@main
+struct Chatd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chatd",
+        abstract: "The CHAT/1 server: answers CONNECT and INTRODUCE over UDP and keeps the registry of usernames.",
+        discussion: """
+            chatd listens on the address and port of the [server] section of its config file, keeps \
+            the registry of client IP address -> username in memory, and saves it as a JSON snapshot \
+            every snapshot_interval_s seconds when it changed, and once more when it stops.
+
+            Signals:
+              SIGTERM, SIGINT  save the final snapshot and exit 0
+              SIGHUP           re-read the config: log level, snapshot interval
+                               and max_users take effect; a change of bind,
+                               port or snapshot_path needs a restart
+
+            Exit status: 0 after a clean stop, 1 on a config, socket or snapshot \
+            error (the message names the file or address and what is wrong).
+
+            Examples:
+              chatd                        run with /etc/chatd/chatd.toml
+                                           (built-in defaults if it is absent)
+              chatd --config ./chatd.toml  run with another config file
+              chatd --check-config         check the config, print the settings
+            """)
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Config file to read.",
+            discussion: "Default: \(Config.defaultPath); when that file does not exist, built-in defaults apply.",
+            valueName: "path"))
+    var config: String?
+
+    @Flag(name: .long, help: "Check the config file, print the effective settings and exit (0 valid, 1 invalid).")
+    var checkConfig = false
+
+    func run() throws {
+        let signals = try orExit("cannot set up signal handling") {
+            try SignalFD(signals: [Signal.terminate, Signal.interrupt, Signal.hangup])
+        }
+
+        let settings: Config
+        do {
+            settings = try Config.load(path: config)
+        } catch {
+            fail("\(error)")
+        }
+        if checkConfig {
+            print(settings.rendered(), terminator: "")
+            let path = config ?? Config.defaultPath
+            printError(
+                FileSystem.fileExists(atPath: path)
+                    ? "chatd: \(path) is valid" : "chatd: \(path) does not exist; these are the built-in defaults")
+            return
+        }
+
+        let serverSettings = Server.Settings(settings)
+        LoggingSystem.bootstrap { label in StderrLogHandler.automatic(label: label) }
+        var logger = Logger(label: "chatd")
+        logger.logLevel = serverSettings.logLevel
+
+        let socket = try orExit("cannot listen on \(serverSettings.listen)") {
+            try UDPSocket(binding: serverSettings.listen)
+        }
+        let registry = try orExit("cannot load snapshot \(serverSettings.snapshotPath)") {
+            try loadSnapshot(at: serverSettings.snapshotPath, maxUsers: serverSettings.maxUsers)
+        }
+
+        let configPath = config
+        let server = try orExit("cannot start the event loop") {
+            try Server(
+                settings: serverSettings, registry: registry, socket: socket, signals: signals, logger: logger,
+                reloadConfig: { try Config.load(path: configPath) })
+        }
+        logger.info("started", metadata: [
+            "listen": "\(serverSettings.listen)", "users": "\(registry.count)",
+            "snapshot.path": "\(serverSettings.snapshotPath)", "config": "\(config ?? Config.defaultPath)",
+        ])
+        let saved = try orExit("event loop failed") { try server.run() }
+        if !saved { throw ExitCode.failure }
+    }
+
+    /// The registry in the snapshot file; an empty one (and its folder
+    /// created) when there is no file yet. Any other problem is fatal and
+    /// leaves the file untouched: starting empty would lose every name in it.
+    private func loadSnapshot(at path: String, maxUsers: Int) throws -> Registry {
+        guard let bytes = try FileSystem.readFile(atPath: path) else {
+            if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
+                try FileSystem.createDirectories(atPath: String(path[..<slash]), mode: 0o750)
+            }
+            return Registry(maxUsers: maxUsers)
+        }
+        return try Snapshot.load(bytes, maxUsers: maxUsers)
+    }
+}
+
+/// Runs `body`; on error prints one line "chatd: <what>: <error>" and exits 1.
+private func orExit<T>(_ what: String, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch {
+        fail("\(what): \(error)")
+    }
+}
+
+private func fail(_ message: String) -> Never {
+    printError("chatd: \(message)")
+    Chatd.exit(withError: ExitCode.failure)
+}
+
+private func printError(_ message: String) {
+    FileSystem.writeStandardError(message + "\n")
+}

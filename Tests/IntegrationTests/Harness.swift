@@ -1,0 +1,212 @@
+// Runs the built `chatd` and `chat` binaries for the loopback tests.
+//
+// Each test gets its own temporary folder (config, snapshot, chatd's stderr
+// log) and its own free port, and talks to chatd only over loopback, from
+// source addresses of 127.0.0.0/8 (or ::1). Every wait is bounded; a daemon
+// still running when its test ends is killed.
+
+import ChatCore
+import ChatSystem
+import Foundation
+import Testing
+
+enum Binaries {
+    /// The folder holding chatd and chat: CHATD_BIN_DIR, or the folder of
+    /// this test executable (SwiftPM puts both in the same build folder).
+    static let directory: URL = {
+        if let override = ProcessInfo.processInfo.environment["CHATD_BIN_DIR"] {
+            return URL(fileURLWithPath: override)
+        }
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return me.deletingLastPathComponent()
+    }()
+
+    static var chatd: URL { directory.appendingPathComponent("chatd") }
+    static var chat: URL { directory.appendingPathComponent("chat") }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// A port that was free a moment ago on 127.0.0.1 and ::1.
+func freePort() throws -> UInt16 {
+    let probe = try UDPSocket(binding: Endpoint(.anyIPv6, port: 0))
+    defer { try? probe.close() }
+    return try probe.localEndpoint.port
+}
+
+/// A fresh temporary folder, removed by the caller.
+func temporaryFolder() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+struct ProcessResult {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+    var lastLine: String? { stdout.split(separator: "\n").last.map(String.init) }
+}
+
+/// Runs a program to completion (at most `timeout`), capturing its output.
+func runProgram(_ url: URL, _ arguments: [String], timeout: Duration = .seconds(30)) throws -> ProcessResult {
+    let running = try startProgram(url, arguments)
+    return try running.wait(timeout: timeout)
+}
+
+final class RunningProgram {
+    let process = Process()
+    private let stdout = Pipe()
+    private let stderr = Pipe()
+
+    init(_ url: URL, _ arguments: [String]) throws {
+        process.executableURL = url
+        process.arguments = arguments
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+    }
+
+    func wait(timeout: Duration) throws -> ProcessResult {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+            throw TestFailure(description: "\(process.executableURL!.lastPathComponent) did not finish within \(timeout)")
+        }
+        process.waitUntilExit()
+        return ProcessResult(
+            status: process.terminationStatus,
+            stdout: String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+            stderr: String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+}
+
+func startProgram(_ url: URL, _ arguments: [String]) throws -> RunningProgram {
+    try RunningProgram(url, arguments)
+}
+
+/// An empty config file, so tests never read the machine's /etc/chatd/chatd.toml.
+let emptyConfig: String = {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-test-empty-\(getpid()).toml").path
+    _ = FileManager.default.createFile(atPath: path, contents: Data())
+    return path
+}()
+
+/// Runs the `chat` binary against a server on loopback, with short timeouts.
+func chat(_ arguments: [String], port: UInt16, server: String = "127.0.0.1", timeoutMs: Int = 200, attempts: Int = 4) throws -> ProcessResult {
+    try runProgram(
+        Binaries.chat,
+        arguments + [
+            "--config", emptyConfig, "--server", server, "--port", "\(port)",
+            "--timeout-ms", "\(timeoutMs)", "--attempts", "\(attempts)",
+        ])
+}
+
+/// One chatd process with its own folder, config and port.
+final class Daemon {
+    let folder: URL
+    let port: UInt16
+    var configPath: String { folder.appendingPathComponent("chatd.toml").path }
+    var snapshotPath: String { folder.appendingPathComponent("state/registry.json").path }
+    var logPath: String { folder.appendingPathComponent("chatd.log").path }
+    private(set) var process: Process?
+
+    init(bind: String = "127.0.0.1", extraConfig: String = "", logLevel: String = "info") throws {
+        folder = try temporaryFolder()
+        port = try freePort()
+        try writeConfig(bind: bind, extra: extraConfig, logLevel: logLevel)
+    }
+
+    deinit {
+        if let process, process.isRunning { process.interrupt(); kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: folder)
+    }
+
+    func writeConfig(bind: String = "127.0.0.1", port: UInt16? = nil, extra: String = "", logLevel: String = "info") throws {
+        let text = """
+            [server]
+            bind = "\(bind)"
+            port = \(port ?? self.port)
+
+            [registry]
+            snapshot_path = "\(snapshotPath)"
+            \(extra)
+
+            [log]
+            level = "\(logLevel)"
+
+            """
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    /// Starts chatd and waits until it answers.
+    func start() throws {
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        try log.seekToEnd()
+        let process = Process()
+        process.executableURL = Binaries.chatd
+        process.arguments = ["--config", configPath]
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        self.process = process
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else {
+                throw TestFailure(description: "chatd exited with \(process.terminationStatus): \(self.log)")
+            }
+            if (try? request("CHAT/1 0 CONNECT", from: "127.0.0.1", timeout: .milliseconds(100))) ?? nil != nil { return }
+        }
+        throw TestFailure(description: "chatd did not answer within 10 s: \(self.log)")
+    }
+
+    /// Sends a signal and, for SIGTERM/SIGINT, waits for the exit status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM) throws -> Int32 {
+        guard let process else { throw TestFailure(description: "chatd is not running") }
+        kill(process.processIdentifier, signal)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        guard !process.isRunning else { throw TestFailure(description: "chatd did not stop within 10 s") }
+        self.process = nil
+        return process.terminationStatus
+    }
+
+    func signal(_ signal: Int32) { if let process { kill(process.processIdentifier, signal) } }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Waits until the log contains `text`.
+    func waitForLog(_ text: String, timeout: Duration = .seconds(10)) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if log.contains(text) { return true }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        return false
+    }
+
+    /// Sends one datagram from `source` and returns the reply's text (nil if none came).
+    func request(_ text: String, from source: String, sourcePort: UInt16 = 0, timeout: Duration = .seconds(2)) throws -> String? {
+        try exchange(Array(text.utf8), from: source, sourcePort: sourcePort, timeout: timeout)
+            .map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    func exchange(_ bytes: [UInt8], from source: String, sourcePort: UInt16 = 0, timeout: Duration = .seconds(2)) throws -> [UInt8]? {
+        let address = IPAddress(source)!
+        let socket = try UDPSocket(binding: Endpoint(address, port: sourcePort))
+        defer { try? socket.close() }
+        let server = Endpoint(address.isIPv4 ? .loopbackIPv4 : .loopbackIPv6, port: port)
+        _ = try socket.send(bytes, to: server)
+        let milliseconds = Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        guard try socket.waitReadable(timeoutMilliseconds: milliseconds),
+            case .processed(let (reply, _)) = try socket.receive()
+        else { return nil }
+        return reply
+    }
+}
