@@ -9,6 +9,7 @@
 // message are escaped so that one event is always one line. Formatting is a
 // pure function so tests can check it without capturing stderr.
 
+import ChatCore
 import Glibc
 import Logging
 
@@ -97,7 +98,8 @@ extension StderrLogHandler {
             line = "<\(syslogPriority(level))>"
         }
         line += escapingLineBreaks(message)
-        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
+        // MESSAGE_ID is for the journal; on a line it would only be noise.
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) where key != JournalLogHandler.messageIDKey {
             line += " \(key)=\(quotedIfNeeded(value.description))"
         }
         return line
@@ -118,32 +120,7 @@ extension StderrLogHandler {
 
     /// `2026-11-27T11:00:00.123Z`: UTC, millisecond precision.
     public static func timestamp(seconds: Int64, nanoseconds: Int32) -> String {
-        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-        let secondOfDay = seconds - days * 86_400
-        let (year, month, day) = civilDate(daysSinceEpoch: days)
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):"
-            + "\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(Int64(nanoseconds) / 1_000_000, 3))Z"
-    }
-
-    /// Year, month, day of the proleptic Gregorian calendar for a day count
-    /// since 1970-01-01 (Howard Hinnant's `civil_from_days`). Written out so
-    /// that formatting needs neither gmtime_r nor the time zone database.
-    static func civilDate(daysSinceEpoch days: Int64) -> (year: Int64, month: Int64, day: Int64) {
-        let shifted = days + 719_468  // from 0000-03-01, so the leap day ends each year
-        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153  // 0 is March
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        return (year, month, day)
-    }
-
-    private static func pad(_ value: Int64, _ width: Int) -> String {
-        let digits = String(value)
-        return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        rfc3339(seconds, milliseconds: Int(nanoseconds / 1_000_000))
     }
 
     /// Keeps an event on one line: CR and LF become `\r` and `\n`.
