@@ -26,13 +26,14 @@ let package = Package(
     targets: [
         .target(name: "ChatCore", swiftSettings: strict),
         .systemLibrary(name: "CLinux"),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(
             name: "ChatConfig",
             dependencies: ["ChatCore", "ChatSystem", .product(name: "TOMLKit", package: "TOMLKit")],
             swiftSettings: strict),
         .target(
             name: "ChatSystem",
-            dependencies: ["ChatCore", "CLinux", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ChatCore", "CLinux", "CSystemd", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .target(
             name: "ChatServer",

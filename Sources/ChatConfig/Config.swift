@@ -68,9 +68,12 @@ public struct Config: Equatable, Sendable {
     public struct Log: Equatable, Sendable {
         /// The least severe level that is written.
         public var level: LogLevel
+        /// Where log entries go.
+        public var target: LogTarget
 
-        public init(level: LogLevel = .info) {
+        public init(level: LogLevel = .info, target: LogTarget = .auto) {
             self.level = level
+            self.target = target
         }
     }
 
@@ -88,6 +91,17 @@ public struct Config: Equatable, Sendable {
 
     /// The settings of an empty config file.
     public static let defaults = Config()
+}
+
+/// Where chatd writes its log.
+public enum LogTarget: String, CaseIterable, Sendable {
+    /// The journal when stderr is connected to it (JOURNAL_STREAM matches),
+    /// stderr otherwise.
+    case auto
+    /// Native journal entries, with metadata as fields.
+    case journal
+    /// One line per event on stderr.
+    case stderr
 }
 
 /// Log severities, least severe first, named as in the config file.

@@ -22,7 +22,7 @@ extension Config {
         ("server", ["bind", "port"]),
         ("client", ["server", "port", "timeout_ms", "max_attempts", "backoff"]),
         ("registry", ["snapshot_path", "snapshot_interval_s", "max_users"]),
-        ("log", ["level"]),
+        ("log", ["level", "target"]),
     ]
 
     static let portRange = 1...65535
@@ -121,15 +121,8 @@ extension Config {
             "max_users", in: maxUsersRange, default: defaults.registry.maxUsers)
 
         let log = sections["log"]!
-        config.log.level = try log.value("level", default: defaults.log.level) { value throws(ConfigError) in
-            let names = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")
-            let requirement = "must be one of \(names)"
-            guard let text = value.string else { throw log.error("level", "\(requirement), got \(kind(of: value))") }
-            guard let level = LogLevel(rawValue: text) else {
-                throw log.error("level", "\(requirement), got \(quoted(text))")
-            }
-            return level
-        }
+        config.log.level = try log.oneOf("level", default: defaults.log.level)
+        config.log.target = try log.oneOf("target", default: defaults.log.target)
 
         return config
     }
@@ -217,6 +210,18 @@ private struct Section {
             }
             guard range.contains(integer) else { throw error(key, "\(requirement), got \(integer)") }
             return integer
+        }
+    }
+
+    /// A string that must name one of `Choice`'s cases (case-sensitive).
+    func oneOf<Choice: RawRepresentable & CaseIterable>(
+        _ key: String, default fallback: Choice
+    ) throws(ConfigError) -> Choice where Choice.RawValue == String {
+        try value(key, default: fallback) { value throws(ConfigError) in
+            let requirement = "must be one of \(Choice.allCases.map(\.rawValue).joined(separator: ", "))"
+            guard let text = value.string else { throw error(key, "\(requirement), got \(Config.kind(of: value))") }
+            guard let choice = Choice(rawValue: text) else { throw error(key, "\(requirement), got \(quoted(text))") }
+            return choice
         }
     }
 

@@ -31,7 +31,7 @@ extension Config {
                     ("max_users", "\(registry.maxUsers)"),
                 ]
             ),
-            ("log", [("level", quoted(log.level.rawValue))]),
+            ("log", [("level", quoted(log.level.rawValue)), ("target", quoted(log.target.rawValue))]),
         ]
         return sections.map { name, entries in
             "[\(name)]\n" + entries.map { "\($0) = \($1)\n" }.joined()

@@ -1,18 +1,23 @@
-// chatd's event loop: one thread, one epoll set, three kinds of event.
+// chatd's event loop: one thread, one epoll set.
 //
-//   socket readable  -> drain datagrams: RequestHandler, reply, log
-//   signalfd         -> SIGTERM/SIGINT: leave the loop; SIGHUP: reload config
-//   timerfd          -> every snapshot interval: save the registry if it changed
+//   sockets readable  -> drain datagrams: RequestHandler, reply, log
+//   signalfd          -> SIGTERM/SIGINT: leave the loop; SIGHUP: reload config
+//   snapshot timer    -> every snapshot interval: save the registry if it changed
+//   housekeeping (1s) -> STATUS= for systemd when it changed, overdue log summaries
+//   watchdog timer    -> WATCHDOG=1 at half systemd's interval, if the loop is healthy
 //
 // Everything the protocol decides happens in ChatCore's RequestHandler; this
-// file only moves bytes, keeps time and decides what to log. Nothing here
-// blocks except epoll_wait and the snapshot write (an atomic file write of
-// the whole registry, which is short for the sizes the defaults allow; the
-// performance work moves it off the loop).
+// file moves bytes, keeps time, talks to systemd and decides what to log.
+// Only epoll_wait and the snapshot write block (an atomic write of the whole
+// registry; the performance work moves it off the loop).
 //
-// The loop never dies of a bad datagram or a failed send: those are counted
-// and logged. It stops only on a signal or on an error of epoll or the
-// signalfd themselves, which would mean the process can no longer work.
+// The watchdog is pinged from the loop itself, never from a thread of its
+// own, so a loop that hangs stops the pings and systemd restarts chatd.
+//
+// Warnings that a flood could repeat (malformed datagrams, failed sends,
+// failed snapshots) go through a Throttle: at most one line per kind per 10 s,
+// carrying the count. The loop stops only on a signal or if epoll or the
+// signalfd themselves fail, which would mean the process can no longer work.
 
 import ChatConfig
 import ChatCore
@@ -20,14 +25,14 @@ import ChatSystem
 import Logging
 
 public final class Server {
-    /// What the server needs of the config; all of it may change on reload
-    /// except where the socket listens and where the snapshot lives.
+    /// What the server takes from the config.
     public struct Settings: Equatable, Sendable {
         public var listen: Endpoint
         public var snapshotPath: String
         public var snapshotInterval: Duration
         public var maxUsers: Int
         public var logLevel: Logger.Level
+        public var logTarget: LogTarget
 
         public init(_ config: Config) {
             listen = Endpoint(config.server.bind, port: config.server.port)
@@ -35,6 +40,7 @@ public final class Server {
             snapshotInterval = .seconds(config.registry.snapshotIntervalSeconds)
             maxUsers = config.registry.maxUsers
             logLevel = Logger.Level(config.log.level)
+            logTarget = config.log.target
         }
     }
 
@@ -47,82 +53,149 @@ public final class Server {
         public var sendErrors = 0
     }
 
+    /// Where the listening sockets came from, which decides whether the
+    /// config's bind and port mean anything.
+    public enum SocketOrigin: Sendable {
+        case config
+        case systemd
+    }
+
     private var settings: Settings
     private var registry: Registry
     private var logger: Logger
-    private let socket: UDPSocket
+    private let sockets: [UDPSocket]
+    private let origin: SocketOrigin
     private let reloadConfig: () throws -> Config
     private let epoll: Epoll
     private let signals: SignalFD
     private let snapshotTimer: TimerFD
+    private let housekeepingTimer: TimerFD
+    private let watchdogTimer: TimerFD?
+    private var throttle = Throttle<Warning>(window: .seconds(10))
+
     /// The registry changed since the last snapshot was written.
     private var dirty = false
     private var running = true
+    private var lastSnapshot: Int64?
+    /// The latest event worth showing in STATUS= (a reload, a failure).
+    private var statusNote: String?
+    private var sentStatus = ""
+    private var lastHousekeeping = SystemClock.monotonicNow()
     public private(set) var statistics = Statistics()
 
     private enum Tag: UInt64 {
-        case socket, signals, snapshotTimer
+        case signals = 1, snapshotTimer, housekeeping, watchdog
+        /// Sockets are tagged socketBase + index.
+        static let socketBase: UInt64 = 100
+    }
+
+    /// Repeatable warnings, summarised by the throttle.
+    private enum Warning: Hashable, Sendable {
+        case malformed, sendFailed, snapshotFailed
     }
 
     /// - Parameters:
-    ///   - signals: created by the caller before any thread starts, so that
-    ///     SIGTERM, SIGINT and SIGHUP are blocked everywhere and arrive here.
+    ///   - sockets: bound, listening sockets (from the config or from systemd).
+    ///   - signals: created before any thread started, so SIGTERM, SIGINT and
+    ///     SIGHUP are blocked everywhere and arrive here.
     ///   - reloadConfig: reads and checks the config again for SIGHUP.
     public init(
-        settings: Settings, registry: Registry, socket: UDPSocket, signals: SignalFD,
+        settings: Settings, registry: Registry, sockets: [UDPSocket], origin: SocketOrigin, signals: SignalFD,
         logger: Logger, reloadConfig: @escaping () throws -> Config
     ) throws {
+        precondition(!sockets.isEmpty, "a server needs a socket")
         self.settings = settings
         self.registry = registry
-        self.socket = socket
+        self.sockets = sockets
+        self.origin = origin
         self.signals = signals
         self.logger = logger
         self.logger.logLevel = settings.logLevel
         self.reloadConfig = reloadConfig
         epoll = try Epoll()
         snapshotTimer = try TimerFD()
-        try epoll.add(fd: socket.fd, events: .readable, tag: Tag.socket.rawValue)
+        housekeepingTimer = try TimerFD()
+        watchdogTimer = Systemd.watchdogInterval() == nil ? nil : try TimerFD()
+        for (index, socket) in sockets.enumerated() {
+            try epoll.add(fd: socket.fd, events: .readable, tag: Tag.socketBase + UInt64(index))
+        }
         try epoll.add(fd: signals.fd, events: .readable, tag: Tag.signals.rawValue)
         try epoll.add(fd: snapshotTimer.fd, events: .readable, tag: Tag.snapshotTimer.rawValue)
+        try epoll.add(fd: housekeepingTimer.fd, events: .readable, tag: Tag.housekeeping.rawValue)
+        if let watchdogTimer {
+            try epoll.add(fd: watchdogTimer.fd, events: .readable, tag: Tag.watchdog.rawValue)
+        }
     }
 
-    /// Serves until SIGTERM or SIGINT, then writes the final snapshot.
-    /// Returns whether that final snapshot was written.
+    /// Where the server listens, for logs and STATUS=.
+    public var listening: String {
+        sockets.map { (try? $0.localEndpoint.description) ?? "fd \($0.fd)" }.joined(separator: ", ")
+    }
+
+    /// Tells systemd the service is ready, serves until SIGTERM or SIGINT,
+    /// then writes the final snapshot. Returns whether that snapshot was written.
     public func run() throws -> Bool {
         try snapshotTimer.arm(after: settings.snapshotInterval, interval: settings.snapshotInterval)
-        var events = [EpollEvent](repeating: EpollEvent(tag: 0, events: []), count: 8)
+        try housekeepingTimer.arm(after: .seconds(1), interval: .seconds(1))
+        if let watchdogTimer, let interval = Systemd.watchdogInterval() {
+            try watchdogTimer.arm(after: .zero, interval: interval / 2)
+            logger.info("watchdog enabled", metadata: ["watchdog.interval_ms": "\(interval.nanoseconds / 1_000_000)"])
+        }
+        Systemd.notify("READY=1\nSTATUS=\(status())")
+        sentStatus = status()
+
+        var events: [EpollEvent] = []
         var buffer = [UInt8](repeating: 0, count: 2048)
         var reply: [UInt8] = []
         reply.reserveCapacity(maxDatagramSize)
-
         while running {
-            let count = try epoll.wait(timeoutMilliseconds: -1, into: &events)
-            for event in events.prefix(count) {
+            try epoll.wait(timeoutMilliseconds: -1, into: &events)
+            for event in events {
+                if event.tag >= Tag.socketBase {
+                    let index = Int(event.tag - Tag.socketBase)
+                    if index < sockets.count { try drain(sockets[index], buffer: &buffer, reply: &reply) }
+                    continue
+                }
                 switch Tag(rawValue: event.tag) {
-                case .socket: try drainSocket(buffer: &buffer, reply: &reply)
                 case .signals: try handleSignals()
                 case .snapshotTimer:
                     _ = try snapshotTimer.read()
                     if dirty { saveSnapshot() }
+                case .housekeeping:
+                    _ = try housekeepingTimer.read()
+                    housekeeping()
+                case .watchdog:
+                    _ = try watchdogTimer?.read()
+                    watchdog()
                 case nil: continue
                 }
             }
         }
+        Systemd.notify("STOPPING=1\nSTATUS=stopping: writing the final snapshot")
         logger.info("stopping", metadata: [
-            "users": "\(registry.count)", "datagrams.received": "\(statistics.received)",
-            "datagrams.dropped": "\(statistics.dropped)", "datagrams.malformed": "\(statistics.malformed)",
+            "message.id": MessageID.stopping, "users": "\(registry.count)",
+            "datagrams.received": "\(statistics.received)", "datagrams.dropped": "\(statistics.dropped)",
+            "datagrams.malformed": "\(statistics.malformed)", "send.errors": "\(statistics.sendErrors)",
         ])
         return saveSnapshot()
     }
 
     // MARK: - Datagrams
 
-    /// Most datagrams handled per wake-up, so a flood cannot starve signals and timers.
+    /// Most datagrams handled per wake-up and socket, so a flood cannot
+    /// starve signals and timers.
     private static let batchLimit = 256
 
-    private func drainSocket(buffer: inout [UInt8], reply: inout [UInt8]) throws {
+    private func drain(_ socket: UDPSocket, buffer: inout [UInt8], reply: inout [UInt8]) throws {
         for _ in 0..<Self.batchLimit {
-            let received = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) }
+            let received: IOResult<(count: Int, from: Endpoint)>
+            do {
+                received = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) }
+            } catch {
+                // A pending ICMP error and the like: reported once, never fatal.
+                warn(.sendFailed, "receive failed", ["error": "\(error)"])
+                continue
+            }
             guard case .processed(let (length, source)) = received else { return }
             statistics.received += 1
             // `length` is the datagram's real size, which may exceed the buffer:
@@ -136,11 +209,11 @@ public final class Server {
             guard let response = result.reply else { continue }
             reply.removeAll(keepingCapacity: true)
             response.write(into: &reply)
-            send(reply, to: source)
+            send(reply, on: socket, to: source)
         }
     }
 
-    private func send(_ reply: [UInt8], to destination: Endpoint) {
+    private func send(_ reply: [UInt8], on socket: UDPSocket, to destination: Endpoint) {
         do {
             if case .processed = try socket.send(reply, to: destination) {
                 statistics.answered += 1
@@ -148,9 +221,10 @@ public final class Server {
             }
             // The send buffer is full: UDP may drop, and the client retries.
             statistics.sendErrors += 1
+            warn(.sendFailed, "reply not sent: send buffer full", ["client.ip": "\(destination.address)"])
         } catch {
             statistics.sendErrors += 1
-            logger.warning("reply not sent", metadata: ["client": "\(destination)", "error": "\(error)"])
+            warn(.sendFailed, "reply not sent", ["client.ip": "\(destination.address)", "error": "\(error)"])
         }
     }
 
@@ -164,28 +238,96 @@ public final class Server {
             statistics.dropped += 1
         case .malformed, .unsupportedVersion:
             statistics.malformed += 1
-            logger.debug("malformed request", metadata: metadata.merging(["reason": "\(event)"]) { $1 })
+            warn(.malformed, "malformed datagrams received", metadata)
         case .registered(let name):
             metadata["username"] = "\(name)"
+            metadata["message.id"] = MessageID.registered
             logger.info("user registered", metadata: metadata)
         case .renamed(let previous, let name):
-            metadata["username"] = "\(name)"
-            metadata["username.previous"] = "\(previous)"
-            logger.info("user renamed", metadata: metadata)
+            logRename(from: previous, to: name, metadata)
         case .reintroduced(let previous, let name) where previous.text != name.text:
-            metadata["username"] = "\(name)"
-            metadata["username.previous"] = "\(previous)"
-            logger.info("user renamed", metadata: metadata)
+            logRename(from: previous, to: name, metadata)
         case .full(let name):
             metadata["username"] = "\(name)"
             metadata["registry.max_users"] = "\(registry.maxUsers)"
             logger.notice("registration refused: registry full", metadata: metadata)
         case .connected(let name), .reintroduced(_, let name), .taken(let name):
             metadata["username"] = "\(name)"
-            logger.debug("request answered", metadata: metadata.merging(["result": "\(event.summary)"]) { $1 })
+            metadata["result"] = "\(event.summary)"
+            logger.debug("request answered", metadata: metadata)
         case .notFound, .invalidUsername:
-            logger.debug("request answered", metadata: metadata.merging(["result": "\(event.summary)"]) { $1 })
+            metadata["result"] = "\(event.summary)"
+            logger.debug("request answered", metadata: metadata)
         }
+    }
+
+    private func logRename(from previous: Username, to name: Username, _ metadata: Logger.Metadata) {
+        var metadata = metadata
+        metadata["username"] = "\(name)"
+        metadata["username.previous"] = "\(previous)"
+        metadata["message.id"] = MessageID.renamed
+        logger.info("user renamed", metadata: metadata)
+    }
+
+    /// Logs a repeatable warning through the throttle: at once the first
+    /// time, then as one summary line per kind per window.
+    private func warn(_ kind: Warning, _ message: Logger.Message, _ metadata: Logger.Metadata) {
+        guard let count = throttle.record(kind, now: SystemClock.monotonicNow()) else { return }
+        report(kind, message, count: count, metadata)
+    }
+
+    private func report(_ kind: Warning, _ message: Logger.Message, count: Int, _ metadata: Logger.Metadata = [:]) {
+        var metadata = metadata
+        metadata["count"] = "\(count)"
+        metadata["summary.window_s"] = "\(throttle.window.components.seconds)"
+        if kind == .snapshotFailed {
+            metadata["message.id"] = MessageID.snapshotFailed
+            logger.error(message, metadata: metadata)
+        } else {
+            logger.warning(message, metadata: metadata)
+        }
+    }
+
+    // MARK: - Timers
+
+    /// Once a second: flush overdue summaries and keep STATUS= current.
+    private func housekeeping() {
+        lastHousekeeping = SystemClock.monotonicNow()
+        for (kind, count) in throttle.due(now: lastHousekeeping) {
+            switch kind {
+            case .malformed: report(kind, "malformed datagrams received", count: count)
+            case .sendFailed: report(kind, "reply not sent", count: count)
+            case .snapshotFailed: report(kind, "snapshot failed, keeping the previous one; will retry", count: count)
+            }
+        }
+        updateStatus()
+    }
+
+    /// Pings systemd only if the loop is really turning: the housekeeping
+    /// timer must have been served recently, not just this one.
+    private func watchdog() {
+        let sinceHousekeeping = SystemClock.monotonicNow() - lastHousekeeping
+        guard sinceHousekeeping < .seconds(5) else {
+            logger.error("watchdog ping withheld: the event loop is falling behind", metadata: [
+                "housekeeping.late_ms": "\(sinceHousekeeping.nanoseconds / 1_000_000)"
+            ])
+            return
+        }
+        Systemd.notify("WATCHDOG=1")
+    }
+
+    private func status() -> String {
+        let snapshot = lastSnapshot.map { rfc3339($0).dropFirst(11).dropLast() + " UTC" } ?? "never"
+        var text = "serving \(registry.count) users on \(listening), last snapshot \(snapshot)"
+        if let statusNote { text += "; \(statusNote)" }
+        return text
+    }
+
+    private func updateStatus() {
+        let text = status()
+        guard text != sentStatus else { return }
+        sentStatus = text
+        Systemd.notify("STATUS=\(text)")
     }
 
     // MARK: - Signals
@@ -193,7 +335,11 @@ public final class Server {
     private func handleSignals() throws {
         while let signal = try signals.next() {
             switch signal {
-            case Signal.hangup: reload()
+            case Signal.hangup:
+                Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicroseconds())")
+                reload()
+                sentStatus = status()
+                Systemd.notify("READY=1\nSTATUS=\(sentStatus)")
             default:
                 logger.info("signal received", metadata: ["signal": "\(Signal.name(signal))"])
                 running = false
@@ -201,41 +347,55 @@ public final class Server {
         }
     }
 
-    /// Applies what can change while running; refuses the whole new config if
-    /// it is invalid or moves the socket, so a half-applied config never runs.
+    /// Applies what can change while running; refuses the whole new config
+    /// if it is invalid or changes what needs a restart, so a half-applied
+    /// config never runs.
     private func reload() {
         let config: Config
         do {
             config = try reloadConfig()
         } catch {
-            logger.error("reload refused: invalid config, keeping the current one", metadata: ["error": "\(error)"])
+            refuseReload("invalid config", ["error": "\(error)"], level: .error)
             return
         }
         let new = Settings(config)
-        guard new.listen == settings.listen, new.snapshotPath == settings.snapshotPath else {
-            logger.warning(
-                "reload refused: changing bind, port or snapshot_path needs a restart, keeping the current config",
-                metadata: [
+        // Under socket activation the socket unit decides where chatd listens.
+        let listenChanged = origin == .config && new.listen != settings.listen
+        guard !listenChanged, new.snapshotPath == settings.snapshotPath, new.logTarget == settings.logTarget else {
+            refuseReload(
+                "changing bind, port, snapshot_path or log target needs a restart",
+                [
                     "listen": "\(settings.listen)", "listen.new": "\(new.listen)",
                     "snapshot.path": "\(settings.snapshotPath)", "snapshot.path.new": "\(new.snapshotPath)",
-                ])
+                    "log.target": "\(settings.logTarget)", "log.target.new": "\(new.logTarget)",
+                ], level: .warning)
             return
         }
         if new.snapshotInterval != settings.snapshotInterval {
             do {
                 try snapshotTimer.arm(after: new.snapshotInterval, interval: new.snapshotInterval)
             } catch {
-                logger.error("reload refused: cannot re-arm the snapshot timer", metadata: ["error": "\(error)"])
+                refuseReload("cannot re-arm the snapshot timer", ["error": "\(error)"], level: .error)
                 return
             }
         }
         registry.maxUsers = new.maxUsers
         logger.logLevel = new.logLevel
         settings = new
+        statusNote = "config reloaded"
         logger.info("config reloaded", metadata: [
-            "log.level": "\(new.logLevel)", "registry.max_users": "\(new.maxUsers)",
+            "message.id": MessageID.reloaded, "log.level": "\(new.logLevel)",
+            "registry.max_users": "\(new.maxUsers)",
             "registry.snapshot_interval_s": "\(new.snapshotInterval.components.seconds)",
         ])
+    }
+
+    private func refuseReload(_ reason: String, _ metadata: Logger.Metadata, level: Logger.Level) {
+        statusNote = "reload refused: \(reason); running config kept"
+        var metadata = metadata
+        metadata["message.id"] = MessageID.reloadRefused
+        metadata["reason"] = "\(reason)"
+        logger.log(level: level, "reload refused, keeping the running config", metadata: metadata)
     }
 
     // MARK: - Snapshots
@@ -244,18 +404,25 @@ public final class Server {
     /// registry stays dirty and the next interval tries again.
     @discardableResult
     private func saveSnapshot() -> Bool {
-        let bytes = Snapshot.encode(registry, savedAt: SystemClock.wallSeconds().seconds)
+        let now = SystemClock.wallSeconds().seconds
+        let bytes = Snapshot.encode(registry, savedAt: now)
         do {
             try FileSystem.writeAtomically(bytes, toPath: settings.snapshotPath)
             dirty = false
+            lastSnapshot = now
+            if statusNote?.hasPrefix("snapshot failed") == true { statusNote = nil }
             logger.info("snapshot written", metadata: [
-                "snapshot.path": "\(settings.snapshotPath)", "users": "\(registry.count)", "bytes": "\(bytes.count)",
+                "message.id": MessageID.snapshotWritten, "snapshot.path": "\(settings.snapshotPath)",
+                "users": "\(registry.count)", "bytes": "\(bytes.count)",
             ])
+            updateStatus()
             return true
         } catch {
-            logger.error("snapshot failed, keeping the previous one; will retry", metadata: [
+            statusNote = "snapshot failed: \(error)"
+            warn(.snapshotFailed, "snapshot failed, keeping the previous one; will retry", [
                 "snapshot.path": "\(settings.snapshotPath)", "error": "\(error)",
             ])
+            updateStatus()
             return false
         }
     }

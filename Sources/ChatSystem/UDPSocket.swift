@@ -64,6 +64,35 @@ public final class UDPSocket: Sendable {
         fd = try Self.openSocket(isIPv6: isIPv6)
     }
 
+    /// Takes over a datagram socket someone else opened and bound (systemd's
+    /// socket activation), making it nonblocking. Throws if `fd` is not a
+    /// bound IPv4 or IPv6 datagram socket; the descriptor is then left open.
+    public init(adopting fd: Int32) throws {
+        var type: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = try syscall("getsockopt(SO_TYPE)") { getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) }
+        guard type == Int32(SOCK_DGRAM.rawValue) else {
+            throw SystemError(errno: ENOTSUP, call: "adopt socket \(fd) (not a datagram socket)")
+        }
+        let flags = try syscall("fcntl(F_GETFL)") { fcntl(fd, F_GETFL) }
+        _ = try syscall("fcntl(F_SETFL)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        self.fd = fd
+        var storage = sockaddr_storage()
+        var addressLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = try withUnsafeMutablePointer(to: &storage) { pointer in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                try syscall("getsockname") { getsockname(fd, address, &addressLength) }
+            }
+        }
+        switch Int32(storage.ss_family) {
+        case AF_INET: isIPv6 = false
+        case AF_INET6: isIPv6 = true
+        default:
+            closed.store(true, ordering: .releasing)  // not ours to close
+            throw SystemError(errno: EAFNOSUPPORT, call: "adopt socket \(fd) (not IPv4 or IPv6)")
+        }
+    }
+
     deinit {
         if !closed.load(ordering: .acquiring) { try? Posix.close(fd: fd) }
     }

@@ -1,7 +1,8 @@
 // chatd: the CHAT/1 server daemon.
 //
 // `run()` reads top to bottom in the order the daemon starts:
-// signals blocked → config → logging → socket → snapshot → serve → final snapshot.
+// signals blocked → config → logging → sockets → snapshot → READY=1 → serve →
+// STOPPING=1 → final snapshot.
 // Signals come first because the signalfd only works if SIGTERM, SIGINT and
 // SIGHUP are blocked before anything could start a thread.
 
@@ -70,29 +71,58 @@ struct Chatd: ParsableCommand {
         }
 
         let serverSettings = Server.Settings(settings)
-        LoggingSystem.bootstrap { label in StderrLogHandler.automatic(label: label) }
+        let useJournal =
+            switch serverSettings.logTarget {
+            case .journal: true
+            case .stderr: false
+            case .auto: Systemd.standardErrorIsJournal()
+            }
+        LoggingSystem.bootstrap { label -> any LogHandler in
+            useJournal ? JournalLogHandler(identifier: label) : StderrLogHandler.automatic(label: label)
+        }
         var logger = Logger(label: "chatd")
         logger.logLevel = serverSettings.logLevel
 
-        let socket = try orExit("cannot listen on \(serverSettings.listen)") {
-            try UDPSocket(binding: serverSettings.listen)
+        let (sockets, origin) = try orExit("cannot listen on \(serverSettings.listen)") {
+            try listeningSockets(serverSettings.listen, logger: logger)
         }
         let registry = try orExit("cannot load snapshot \(serverSettings.snapshotPath)") {
             try loadSnapshot(at: serverSettings.snapshotPath, maxUsers: serverSettings.maxUsers)
+        }
+        switch origin {
+        case .systemd: logger.info("listening on sockets from systemd", metadata: ["sockets": "\(sockets.count)"])
+        case .config: logger.info("listening on the configured address", metadata: ["listen": "\(serverSettings.listen)"])
         }
 
         let configPath = config
         let server = try orExit("cannot start the event loop") {
             try Server(
-                settings: serverSettings, registry: registry, socket: socket, signals: signals, logger: logger,
-                reloadConfig: { try Config.load(path: configPath) })
+                settings: serverSettings, registry: registry, sockets: sockets, origin: origin, signals: signals,
+                logger: logger, reloadConfig: { try Config.load(path: configPath) })
         }
         logger.info("started", metadata: [
-            "listen": "\(serverSettings.listen)", "users": "\(registry.count)",
+            "message.id": MessageID.started, "listen": "\(server.listening)", "users": "\(registry.count)",
             "snapshot.path": "\(serverSettings.snapshotPath)", "config": "\(config ?? Config.defaultPath)",
         ])
         let saved = try orExit("event loop failed") { try server.run() }
         if !saved { throw ExitCode.failure }
+    }
+
+    /// The sockets systemd passed (FileDescriptorName=chat) when started by
+    /// socket activation, which lets a restart lose no datagram; otherwise
+    /// one socket bound where the config says.
+    private func listeningSockets(_ listen: Endpoint, logger: Logger) throws -> ([UDPSocket], Server.SocketOrigin) {
+        let passed = try Systemd.listenedSockets()
+        let ours = passed.filter { $0.name == "chat" }
+        for other in passed where other.name != "chat" {
+            logger.warning("ignoring a socket from systemd not named chat", metadata: [
+                "fd": "\(other.fd)", "name": "\(other.name)",
+            ])
+        }
+        if !ours.isEmpty {
+            return (try ours.map { try UDPSocket(adopting: $0.fd) }, .systemd)
+        }
+        return ([try UDPSocket(binding: listen)], .config)
     }
 
     /// The registry in the snapshot file; an empty one (and its folder
@@ -104,6 +134,11 @@ struct Chatd: ParsableCommand {
                 try FileSystem.createDirectories(atPath: String(path[..<slash]), mode: 0o750)
             }
             return Registry(maxUsers: maxUsers)
+        }
+        if bytes.count > 8 << 20 {
+            // Parsing runs at tens of MB/s; ask systemd for time so that a
+            // large registry does not make the start time out.
+            Systemd.notify("EXTEND_TIMEOUT_USEC=\(10_000_000 + bytes.count / 4)")
         }
         return try Snapshot.load(bytes, maxUsers: maxUsers)
     }

@@ -61,7 +61,7 @@ private func rejection(_ text: String) -> ConfigError? {
         #expect(try Config.parse(text, path: file.path) == Config.defaults)
         // Every key is present in the shipped file, not just defaulted.
         for key in ["bind", "port", "server", "timeout_ms", "max_attempts", "backoff",
-                    "snapshot_path", "snapshot_interval_s", "max_users", "level"] {
+                    "snapshot_path", "snapshot_interval_s", "max_users", "level", "target"] {
             #expect(text.contains("\n\(key) = "), "missing \(key)")
         }
     }
@@ -95,6 +95,8 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
         .init(toml: "[registry]\nmax_users = 1", expected: defaults { $0.registry.maxUsers = 1 }),
         .init(toml: "[log]\nlevel = \"debug\"", expected: defaults { $0.log.level = .debug }),
         .init(toml: "[log]\nlevel = \"error\"", expected: defaults { $0.log.level = .error }),
+        .init(toml: "[log]\ntarget = \"journal\"", expected: defaults { $0.log.target = .journal }),
+        .init(toml: "[log]\ntarget = \"stderr\"", expected: defaults { $0.log.target = .stderr }),
         // Dotted keys and inline tables are the same tables to TOML.
         .init(toml: "server.port = 1\nlog = { level = \"notice\" }",
               expected: defaults { $0.server.port = 1; $0.log.level = .notice }),
@@ -119,7 +121,7 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
         client: .init(server: "host\"with\\odd\u{1}chars", port: 65535, timeoutMilliseconds: 600_000,
                       maxAttempts: 1, backoff: 1.1),
         registry: .init(snapshotPath: "/srv/chat data/é.json", snapshotIntervalSeconds: 1, maxUsers: 100_000_000),
-        log: .init(level: .warning))
+        log: .init(level: .warning, target: .stderr))
 
     @Test(arguments: [Config.defaults, nonDefault]) func roundTrips(_ config: Config) throws {
         #expect(try Config.parse(config.rendered(), path: path) == config)
@@ -145,6 +147,7 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
 
             [log]
             level = "info"
+            target = "auto"
 
             """)
     }
@@ -183,7 +186,8 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         .init("[client]\ntimeout = 5", key: "client.timeout",
               "keys of [client] are server, port, timeout_ms, max_attempts, backoff"),
         .init("[registry]\nmax_user = 5", key: "registry.max_user", "snapshot_path, snapshot_interval_s, max_users"),
-        .init("[log]\nlevels = \"info\"", key: "log.levels", "keys of [log] are level"),
+        .init("[log]\nlevels = \"info\"", key: "log.levels", "keys of [log] are level, target"),
+        .init("[log]\ntarget = \"syslog\"", key: "log.target", "must be one of auto, journal, stderr, got \"syslog\""),
         .init("[server.extra]\nx = 1", key: "server.extra", "unknown key"),
         .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [log]"),
         .init("port = 7447", key: "port", "unknown key outside any section"),

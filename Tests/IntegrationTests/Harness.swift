@@ -143,14 +143,18 @@ final class Daemon {
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
-    /// Starts chatd and waits until it answers.
-    func start() throws {
+    /// Starts chatd (or `executable` with `arguments`, which runs chatd) and
+    /// waits until it answers.
+    func start(
+        executable: URL = Binaries.chatd, arguments: [String]? = nil, environment: [String: String] = [:]
+    ) throws {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         try log.seekToEnd()
         let process = Process()
-        process.executableURL = Binaries.chatd
-        process.arguments = ["--config", configPath]
+        process.executableURL = executable
+        process.arguments = arguments ?? ["--config", configPath]
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardError = log
         process.standardOutput = log
         try process.run()

@@ -1,0 +1,5 @@
+#ifndef CHATD_CSYSTEMD_SHIM_H
+#define CHATD_CSYSTEMD_SHIM_H
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-journal.h>
+#endif
