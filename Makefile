@@ -4,7 +4,9 @@
 #                  on port 7447 with its state in ./state
 #   make test      build and run every test
 #   make build     release binaries in .build/release
-#   make install   PREFIX=/usr/local DESTDIR= (binaries, /etc/chatd/chatd.toml if absent)
+#   make install   PREFIX=/usr/local DESTDIR= UNITDIR=: binaries, systemd units,
+#                  the static crash backtracer, docs, and /etc/chatd/chatd.toml
+#                  if absent
 #   make uninstall remove what install put in place (never the config or the state)
 #   make clean     remove build output and ./state
 
@@ -12,6 +14,12 @@ SWIFT     ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swi
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
+LIBEXECDIR ?= $(PREFIX)/libexec
+DOCDIR    ?= $(PREFIX)/share/doc/chatd
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+# Swift's static crash backtracer, installed beside chatd so that the unit
+# does not depend on the toolchain folder.
+BACKTRACER ?= $(dir $(realpath $(SWIFT)))../libexec/swift/linux/swift-backtrace-static
 DESTDIR   ?=
 STATE     := $(CURDIR)/state
 RELEASE   := $(CURDIR)/.build/release
@@ -44,17 +52,28 @@ test: deps
 	$(SWIFT) test --skip-build
 
 install: build
-	install -d $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/chatd $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(RELEASE)/chatd $(RELEASE)/chat $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BACKTRACER) $(DESTDIR)$(LIBEXECDIR)/chatd/swift-backtrace-static
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/libexec/|$(LIBEXECDIR)/|g' \
+	    -e 's|/etc/chatd/|$(SYSCONFDIR)/chatd/|g' -e 's|/usr/share/doc/chatd/|$(DOCDIR)/|g' \
+	    systemd/chatd.service > $(DESTDIR)$(UNITDIR)/chatd.service
+	sed -e 's|/usr/share/doc/chatd/|$(DOCDIR)/|g' systemd/chatd.socket > $(DESTDIR)$(UNITDIR)/chatd.socket
+	chmod 0644 $(DESTDIR)$(UNITDIR)/chatd.service $(DESTDIR)$(UNITDIR)/chatd.socket
+	install -m 0644 README.md docs/PROTOCOL.md $(DESTDIR)$(DOCDIR)/
 	install -d $(DESTDIR)$(SYSCONFDIR)/chatd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml ]; then \
 		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml"; \
 	else \
 		install -m 0644 config/chatd.toml $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml; \
 	fi
+	@echo "installed; under systemd: systemctl daemon-reload && systemctl enable --now chatd.socket chatd"
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/chatd $(DESTDIR)$(BINDIR)/chat
+	rm -f $(DESTDIR)$(UNITDIR)/chatd.service $(DESTDIR)$(UNITDIR)/chatd.socket
+	rm -rf $(DESTDIR)$(LIBEXECDIR)/chatd $(DESTDIR)$(DOCDIR)
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml and /var/lib/chatd; remove them by hand if wanted"
 
 clean:
 	rm -rf .build $(STATE)
