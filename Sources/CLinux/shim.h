@@ -2,5 +2,24 @@
 #define CHATD_CLINUX_SHIM_H
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
+#include <unistd.h>
+
+// recvmmsg and sendmmsg are GNU extensions that Swift's Glibc module, built
+// without _GNU_SOURCE, does not declare. The struct below has the kernel's
+// layout of struct mmsghdr, and the calls go straight to the system calls.
+struct chatd_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+
+static inline int chatd_recvmmsg(int fd, struct chatd_mmsghdr *vector, unsigned int count, int flags) {
+    return (int)syscall(SYS_recvmmsg, fd, vector, count, flags, (void *)0);
+}
+
+static inline int chatd_sendmmsg(int fd, struct chatd_mmsghdr *vector, unsigned int count, int flags) {
+    return (int)syscall(SYS_sendmmsg, fd, vector, count, flags);
+}
 #endif

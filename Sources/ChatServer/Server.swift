@@ -72,6 +72,10 @@ public final class Server {
     private let housekeepingTimer: TimerFD
     private let watchdogTimer: TimerFD?
     private var throttle = Throttle<Warning>(window: .seconds(10))
+    /// Reused for every batch: received requests, replies to send, one reply's bytes.
+    private let incoming = DatagramBatch()
+    private let outgoing = DatagramBatch()
+    private var reply: [UInt8] = []
 
     /// The registry changed since the last snapshot was written.
     private var dirty = false
@@ -91,7 +95,7 @@ public final class Server {
 
     /// Repeatable warnings, summarised by the throttle.
     private enum Warning: Hashable, Sendable {
-        case malformed, sendFailed, snapshotFailed
+        case malformed, receiveFailed, sendFailed, snapshotFailed
     }
 
     /// - Parameters:
@@ -145,15 +149,13 @@ public final class Server {
         sentStatus = status()
 
         var events: [EpollEvent] = []
-        var buffer = [UInt8](repeating: 0, count: 2048)
-        var reply: [UInt8] = []
         reply.reserveCapacity(maxDatagramSize)
         while running {
             try epoll.wait(timeoutMilliseconds: -1, into: &events)
             for event in events {
                 if event.tag >= Tag.socketBase {
                     let index = Int(event.tag - Tag.socketBase)
-                    if index < sockets.count { try drain(sockets[index], buffer: &buffer, reply: &reply) }
+                    if index < sockets.count { drain(sockets[index]) }
                     continue
                 }
                 switch Tag(rawValue: event.tag) {
@@ -182,83 +184,95 @@ public final class Server {
 
     // MARK: - Datagrams
 
-    /// Most datagrams handled per wake-up and socket, so a flood cannot
-    /// starve signals and timers.
-    private static let batchLimit = 256
+    /// Most batches handled per wake-up and socket (8 × 64 datagrams), so a
+    /// flood cannot starve signals and timers.
+    private static let batchesPerWakeup = 8
 
-    private func drain(_ socket: UDPSocket, buffer: inout [UInt8], reply: inout [UInt8]) throws {
-        for _ in 0..<Self.batchLimit {
-            let received: IOResult<(count: Int, from: Endpoint)>
+    /// Receives, answers and sends in batches until the socket is empty or
+    /// the per-wake-up limit is reached. Nothing here allocates for a CONNECT.
+    private func drain(_ socket: UDPSocket) {
+        for _ in 0..<Self.batchesPerWakeup {
+            let count: Int
             do {
-                received = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) }
+                count = try socket.receive(into: incoming)
             } catch {
-                // A pending ICMP error and the like: reported once, never fatal.
-                warn(.sendFailed, "receive failed", ["error": "\(error)"])
+                // A pending ICMP error and the like: reported, never fatal.
+                warn(.receiveFailed, "receive failed", ["error": "\(error)"])
                 continue
             }
-            guard case .processed(let (length, source)) = received else { return }
-            statistics.received += 1
-            // `length` is the datagram's real size, which may exceed the buffer:
-            // the handler still sees it as oversized.
-            let result = buffer.withUnsafeBytes { bytes in
-                RequestHandler.handle(
-                    UnsafeRawBufferPointer(rebasing: bytes[..<min(length, bytes.count)]),
-                    from: source.address, registry: &registry)
+            guard count > 0 else { return }
+            statistics.received += count
+            outgoing.removeAll()
+            for index in 0..<count {
+                let source = incoming.source(at: index)
+                // A datagram cut to the buffer is still longer than 512
+                // bytes, so the handler still sees it as oversized.
+                let result = RequestHandler.handle(incoming.payload(at: index), from: source.address, registry: &registry)
+                record(result, from: source)
+                guard let response = result.reply else { continue }
+                reply.removeAll(keepingCapacity: true)
+                response.write(into: &reply)
+                reply.withUnsafeBytes { _ = outgoing.append($0, replyingTo: index, of: incoming) }
             }
-            record(result, from: source)
-            guard let response = result.reply else { continue }
-            reply.removeAll(keepingCapacity: true)
-            response.write(into: &reply)
-            send(reply, on: socket, to: source)
+            send(outgoing, on: socket)
+            if count < incoming.capacity { return }
         }
     }
 
-    private func send(_ reply: [UInt8], on socket: UDPSocket, to destination: Endpoint) {
-        do {
-            if case .processed = try socket.send(reply, to: destination) {
-                statistics.answered += 1
-                return
-            }
-            // The send buffer is full: UDP may drop, and the client retries.
-            statistics.sendErrors += 1
-            warn(.sendFailed, "reply not sent: send buffer full", ["client.ip": "\(destination.address)"])
-        } catch {
-            statistics.sendErrors += 1
-            warn(.sendFailed, "reply not sent", ["client.ip": "\(destination.address)", "error": "\(error)"])
+    private func send(_ batch: DatagramBatch, on socket: UDPSocket) {
+        let result = socket.send(batch)
+        statistics.answered += result.sent
+        guard result.sent < batch.count else { return }
+        statistics.sendErrors += batch.count - result.sent
+        if result.wouldBlock > 0 {
+            // The send buffer is full: UDP may drop, and clients retry.
+            warn(.sendFailed, "replies not sent: send buffer full", ["replies": "\(result.wouldBlock)"])
+        }
+        if let error = result.firstError {
+            warn(.sendFailed, "replies not sent", ["replies": "\(result.failed)", "error": "\(error)"])
         }
     }
 
     private func record(_ result: RequestHandler.Result, from source: Endpoint) {
         let event = result.event
         if event.changedRegistry { dirty = true }
-        var metadata: Logger.Metadata = ["client.ip": "\(source.address)"]
-        if let id = result.reply?.id { metadata["request.id"] = "\(id)" }
         switch event {
         case .dropped:
             statistics.dropped += 1
         case .malformed, .unsupportedVersion:
             statistics.malformed += 1
-            warn(.malformed, "malformed datagrams received", metadata)
+            warn(.malformed, "malformed datagrams received", metadata(result, source))
         case .registered(let name):
+            var metadata = metadata(result, source)
             metadata["username"] = "\(name)"
             metadata["message.id"] = MessageID.registered
             logger.info("user registered", metadata: metadata)
         case .renamed(let previous, let name):
-            logRename(from: previous, to: name, metadata)
+            logRename(from: previous, to: name, metadata(result, source))
         case .reintroduced(let previous, let name) where previous.text != name.text:
-            logRename(from: previous, to: name, metadata)
+            logRename(from: previous, to: name, metadata(result, source))
         case .full(let name):
+            var metadata = metadata(result, source)
             metadata["username"] = "\(name)"
             metadata["registry.max_users"] = "\(registry.maxUsers)"
             logger.notice("registration refused: registry full", metadata: metadata)
-        case .connected(let name), .reintroduced(_, let name), .taken(let name):
-            metadata["username"] = "\(name)"
+        case .connected, .reintroduced, .taken, .notFound, .invalidUsername:
+            // The common case: only describe it when someone asked for debug.
+            guard logger.logLevel <= .debug else { return }
+            var metadata = metadata(result, source)
             metadata["result"] = "\(event.summary)"
-            logger.debug("request answered", metadata: metadata)
-        case .notFound, .invalidUsername:
-            metadata["result"] = "\(event.summary)"
+            switch event {
+            case .connected(let name), .reintroduced(_, let name), .taken(let name): metadata["username"] = "\(name)"
+            default: break
+            }
             logger.debug("request answered", metadata: metadata)
         }
+    }
+
+    private func metadata(_ result: RequestHandler.Result, _ source: Endpoint) -> Logger.Metadata {
+        var metadata: Logger.Metadata = ["client.ip": "\(source.address)"]
+        if let id = result.reply?.id { metadata["request.id"] = "\(id)" }
+        return metadata
     }
 
     private func logRename(from previous: Username, to name: Username, _ metadata: Logger.Metadata) {
@@ -271,9 +285,9 @@ public final class Server {
 
     /// Logs a repeatable warning through the throttle: at once the first
     /// time, then as one summary line per kind per window.
-    private func warn(_ kind: Warning, _ message: Logger.Message, _ metadata: Logger.Metadata) {
+    private func warn(_ kind: Warning, _ message: Logger.Message, _ metadata: @autoclosure () -> Logger.Metadata) {
         guard let count = throttle.record(kind, now: SystemClock.monotonicNow()) else { return }
-        report(kind, message, count: count, metadata)
+        report(kind, message, count: count, metadata())
     }
 
     private func report(_ kind: Warning, _ message: Logger.Message, count: Int, _ metadata: Logger.Metadata = [:]) {
@@ -296,7 +310,8 @@ public final class Server {
         for (kind, count) in throttle.due(now: lastHousekeeping) {
             switch kind {
             case .malformed: report(kind, "malformed datagrams received", count: count)
-            case .sendFailed: report(kind, "reply not sent", count: count)
+            case .receiveFailed: report(kind, "receive failed", count: count)
+            case .sendFailed: report(kind, "replies not sent", count: count)
             case .snapshotFailed: report(kind, "snapshot failed, keeping the previous one; will retry", count: count)
             }
         }

@@ -8,6 +8,7 @@
 // folded back to IPv4 here so that a client has one identity, whichever socket
 // family carried its datagram.
 
+import CLinux
 import ChatCore
 import Glibc
 import Synchronization
@@ -296,18 +297,23 @@ enum SocketAddress {
     /// The endpoint in a sockaddr the kernel filled in, v4-mapped IPv6 folded
     /// to IPv4; nil for a family other than AF_INET/AF_INET6.
     static func endpoint(from storage: sockaddr_storage) -> Endpoint? {
-        withUnsafeBytes(of: storage) { raw in
-            switch Int32(storage.ss_family) {
-            case AF_INET:
-                let address = raw.load(as: sockaddr_in.self)
-                return Endpoint(.v4(UInt32(bigEndian: address.sin_addr.s_addr)), port: UInt16(bigEndian: address.sin_port))
-            case AF_INET6:
-                let address = raw.load(as: sockaddr_in6.self)
-                let bytes = withUnsafeBytes(of: address.sin6_addr) { Array($0) }
-                return Endpoint(.ipv6(bytes: bytes), port: UInt16(bigEndian: address.sin6_port))
-            default:
-                return nil
-            }
+        var storage = storage
+        guard [AF_INET, AF_INET6].contains(Int32(storage.ss_family)) else { return nil }
+        return endpoint(of: &storage)
+    }
+
+    /// `endpoint(from:)` without copying or allocating, for the datagram path.
+    /// The family must be AF_INET or AF_INET6 (anything else reads as `::`).
+    static func endpoint(of storage: UnsafeMutablePointer<sockaddr_storage>) -> Endpoint {
+        let raw = UnsafeRawPointer(storage)
+        if Int32(storage.pointee.ss_family) == AF_INET {
+            let address = raw.load(as: sockaddr_in.self)
+            return Endpoint(.v4(UInt32(bigEndian: address.sin_addr.s_addr)), port: UInt16(bigEndian: address.sin_port))
         }
+        let port = UInt16(bigEndian: raw.load(fromByteOffset: MemoryLayout<sockaddr_in6>.offset(of: \.sin6_port)!, as: UInt16.self))
+        let addressOffset = MemoryLayout<sockaddr_in6>.offset(of: \.sin6_addr)!
+        let high = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: addressOffset, as: UInt64.self))
+        let low = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: addressOffset + 8, as: UInt64.self))
+        return Endpoint(.ipv6(high: high, low: low), port: port)
     }
 }
