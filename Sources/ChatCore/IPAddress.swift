@@ -68,7 +68,11 @@ extension IPAddress {
     /// (`::1`, `2001:db8::1`, `::ffff:1.2.3.4`). Returns nil for anything else,
     /// including zone ids (`fe80::1%eth0`) and brackets.
     public init?(_ text: some StringProtocol) {
-        let bytes = Array(text.utf8)
+        self.init(utf8: Array(text.utf8))
+    }
+
+    /// Parses the address from its text as bytes.
+    public init?(utf8 bytes: [UInt8]) {
         if let v4 = Self.parseIPv4(bytes[...]) {
             self = .v4(v4)
         } else if let (high, low) = Self.parseIPv6(bytes[...]) {

@@ -6,16 +6,29 @@
 //   - a username, compared case-insensitively, is held by at most one address;
 //   - the count never grows past `maxUsers` through `introduce` (a snapshot
 //     larger than the limit still loads in full: data is never dropped).
-// Two dictionaries give both directions in O(1); the folded name is the key of
-// the reverse one so that "Alice" and "alice" collide.
+//
+// Storage, shaped by the numbers a million users imply:
+//   - `records`: one 48-byte plain record per user (address as 128 bits, name
+//     as up to 32 bytes), in registration order, in chunks of 4096. Plain
+//     data copies as memory, and chunks are separate copy-on-write arrays, so
+//     a snapshot can take `records` to another thread and the loop's next
+//     change copies only the one chunk it touches.
+//   - two open-addressing hash tables of UInt32 record numbers (linear
+//     probing, at most half full): by address, and by case-folded name.
+//     Keys live in the records, so each table costs 4 bytes a slot.
+// About 64 bytes a user in all, against ~160 for two Dictionaries. Hashing
+// uses the standard library's per-process random seed, so nobody can choose
+// addresses or names that collide on purpose. Users are never removed (the
+// protocol has no way to leave), so only the name table deletes, on a rename,
+// with backward-shift deletion that needs no tombstones.
 
 public struct Registry: Sendable {
-    private var namesByAddress: [IPAddress: Username] = [:]
-    private var addressesByName: [String: IPAddress] = [:]
-
     /// New addresses are refused once this many are registered. Changing it
     /// never evicts anyone.
     public var maxUsers: Int
+    public private(set) var records = Records()
+    private var byAddress = SlotTable()
+    private var byName = SlotTable()
 
     public init(maxUsers: Int) {
         precondition(maxUsers > 0, "maxUsers must be positive")
@@ -37,40 +50,75 @@ public struct Registry: Sendable {
         case full
     }
 
-    public var count: Int { namesByAddress.count }
-    public var isEmpty: Bool { namesByAddress.isEmpty }
+    public var count: Int { records.count }
+    public var isEmpty: Bool { records.count == 0 }
 
     public func username(for address: IPAddress) -> Username? {
-        namesByAddress[address]
+        findAddress(Record.key(address)).map { records[$0].username }
     }
 
     public func holder(of name: Username) -> IPAddress? {
-        addressesByName[name.folded]
+        findName(name).map { records[$0].address }
     }
 
     /// Applies the INTRODUCE rules for `name` arriving from `address`.
     public mutating func introduce(_ name: Username, from address: IPAddress) -> Outcome {
-        let key = name.folded
-        if let holder = addressesByName[key] {
-            guard holder == address else { return .taken }
-            let previous = namesByAddress.updateValue(name, forKey: address)!
+        let key = Record.key(address)
+        if let holder = findName(name) {
+            guard records[holder].matches(key) else { return .taken }
+            let previous = records[holder].username
+            records[holder].setName(name)  // same folded name: the slot stays right
             return .unchanged(previous: previous)
         }
-        if let previous = namesByAddress[address] {
-            addressesByName.removeValue(forKey: previous.folded)
-            addressesByName[key] = address
-            namesByAddress[address] = name
+        if let index = findAddress(key) {
+            let previous = records[index].username
+            removeName(of: index)
+            records[index].setName(name)
+            insertName(index)
             return .renamed(previous: previous)
         }
-        guard namesByAddress.count < maxUsers else { return .full }
-        namesByAddress[address] = name
-        addressesByName[key] = address
+        guard count < maxUsers else { return .full }
+        append(Record(key: key, name: name))
         return .registered
     }
 
-    /// Every registration, in no particular order.
+    /// Every registration, in registration order.
     public var entries: some Collection<(address: IPAddress, username: Username)> {
-        namesByAddress.lazy.map { (address: $0.key, username: $0.value) }
+        records.lazy.map { (address: $0.address, username: $0.username) }
+    }
+
+    /// Room for `capacity` users without growing the tables.
+    public mutating func reserveCapacity(_ capacity: Int) {
+        records.reserveCapacity(capacity)
+        byAddress.grow(toHold: capacity) { records[$0].addressHash }
+        byName.grow(toHold: capacity) { records[$0].nameHash }
+    }
+
+    // MARK: - Tables
+
+    private func findAddress(_ key: (UInt64, UInt64)) -> Int? {
+        byAddress.find(hash: Record.hash(key)) { records[$0].matches(key) }
+    }
+
+    private func findName(_ name: Username) -> Int? {
+        byName.find(hash: Record.hash(name: name)) { records[$0].username.matches(name) }
+    }
+
+    private mutating func append(_ record: Record) {
+        let index = records.count
+        records.append(record)
+        byAddress.grow(toHold: records.count) { records[$0].addressHash }
+        byName.grow(toHold: records.count) { records[$0].nameHash }
+        byAddress.insert(index, hash: record.addressHash)
+        byName.insert(index, hash: record.nameHash)
+    }
+
+    private mutating func insertName(_ index: Int) {
+        byName.insert(index, hash: records[index].nameHash)
+    }
+
+    private mutating func removeName(of index: Int) {
+        byName.remove(index, hash: records[index].nameHash) { records[$0].nameHash }
     }
 }
 
@@ -98,16 +146,188 @@ extension Registry {
         entries: some Sequence<(address: IPAddress, username: Username)>, maxUsers: Int
     ) throws(ConflictError) {
         self.init(maxUsers: maxUsers)
-        let list = Array(entries)
-        namesByAddress.reserveCapacity(list.count)
-        addressesByName.reserveCapacity(list.count)
-        for (index, entry) in list.enumerated() {
-            guard namesByAddress.updateValue(entry.username, forKey: entry.address) == nil else {
-                throw .duplicateAddress(entry.address, index: index)
+        reserveCapacity(entries.underestimatedCount)
+        for (index, entry) in entries.enumerated() {
+            try add(entry.username, at: entry.address, index: index)
+        }
+    }
+
+    /// Adds one saved registration (for loaders that stream the file).
+    public mutating func add(_ name: Username, at address: IPAddress, index: Int) throws(ConflictError) {
+        let key = Record.key(address)
+        guard findAddress(key) == nil else { throw .duplicateAddress(address, index: index) }
+        guard findName(name) == nil else { throw .duplicateUsername(name, index: index) }
+        append(Record(key: key, name: name))
+    }
+}
+
+// MARK: - Records
+
+extension Registry {
+    /// One registration as plain data: 48 bytes, no references.
+    public struct Record: Sendable {
+        /// The address as 128 bits; IPv4 as ::ffff:a.b.c.d.
+        var high: UInt64
+        var low: UInt64
+        /// The name's bytes, zero-padded (names never contain NUL).
+        var name: (UInt64, UInt64, UInt64, UInt64)
+
+        init(key: (UInt64, UInt64), name: Username) {
+            high = key.0
+            low = key.1
+            self.name = (0, 0, 0, 0)
+            setName(name)
+        }
+
+        static func key(_ address: IPAddress) -> (UInt64, UInt64) {
+            switch address {
+            case .v4(let v4): (0, 0xffff_0000_0000 | UInt64(v4))
+            case .v6(let high, let low): (high, low)
             }
-            guard addressesByName.updateValue(entry.address, forKey: entry.username.folded) == nil else {
-                throw .duplicateUsername(entry.username, index: index)
+        }
+
+        public var address: IPAddress { .ipv6(high: high, low: low) }
+
+        public var username: Username {
+            withNameBytes { Username(trusted: $0) }
+        }
+
+        /// Calls `body` with the name's bytes, without making a String.
+        public func withNameBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+            withUnsafeBytes(of: name) { bytes in
+                let length = bytes.firstIndex(of: 0) ?? bytes.count
+                return body(UnsafeRawBufferPointer(rebasing: bytes[..<length]))
             }
+        }
+
+        mutating func setName(_ username: Username) {
+            name = (0, 0, 0, 0)
+            var text = username.text
+            text.withUTF8 { source in
+                withUnsafeMutableBytes(of: &name) { $0.copyMemory(from: UnsafeRawBufferPointer(source)) }
+            }
+        }
+
+        func matches(_ key: (UInt64, UInt64)) -> Bool { high == key.0 && low == key.1 }
+
+        var addressHash: Int { Self.hash((high, low)) }
+
+        var nameHash: Int { withNameBytes { Self.hash(foldedBytes: $0) } }
+
+        static func hash(_ key: (UInt64, UInt64)) -> Int {
+            var hasher = Hasher()
+            hasher.combine(key.0)
+            hasher.combine(key.1)
+            return hasher.finalize()
+        }
+
+        static func hash(name: Username) -> Int {
+            var text = name.text
+            return text.withUTF8 { hash(foldedBytes: UnsafeRawBufferPointer($0)) }
+        }
+
+        /// Hashes the case-folded name in one call (names are at most 32 bytes).
+        static func hash(foldedBytes bytes: UnsafeRawBufferPointer) -> Int {
+            var folded: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+            return withUnsafeMutableBytes(of: &folded) { buffer in
+                for (index, byte) in bytes.prefix(buffer.count).enumerated() {
+                    buffer[index] = (0x41...0x5a).contains(byte) ? byte | 0x20 : byte
+                }
+                var hasher = Hasher()
+                hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: buffer[..<min(bytes.count, buffer.count)]))
+                return hasher.finalize()
+            }
+        }
+    }
+
+    /// All records in chunks of 4096, each its own copy-on-write array.
+    public struct Records: RandomAccessCollection, Sendable {
+        static let chunkSize = 4096
+        private var chunks: [[Record]] = []
+        public private(set) var count = 0
+
+        public var startIndex: Int { 0 }
+        public var endIndex: Int { count }
+
+        public subscript(index: Int) -> Record {
+            get { chunks[index >> 12][index & 4095] }
+            set { chunks[index >> 12][index & 4095] = newValue }
+        }
+
+        mutating func append(_ record: Record) {
+            if count & 4095 == 0 {
+                var chunk: [Record] = []
+                chunk.reserveCapacity(Self.chunkSize)
+                chunks.append(chunk)
+            }
+            chunks[chunks.count - 1].append(record)
+            count += 1
+        }
+
+        mutating func reserveCapacity(_ capacity: Int) {
+            chunks.reserveCapacity((capacity + Self.chunkSize - 1) / Self.chunkSize)
+        }
+    }
+}
+
+// MARK: - Open addressing
+
+/// A hash table of record numbers with linear probing, kept at most half
+/// full. Keys are not stored: callers compare through the record number.
+private struct SlotTable: Sendable {
+    private static let empty = UInt32.max
+    private var slots: [UInt32] = []
+    private var mask = 0
+
+    func find(hash: Int, _ isMatch: (Int) -> Bool) -> Int? {
+        guard !slots.isEmpty else { return nil }
+        var position = hash & mask
+        while true {
+            let slot = slots[position]
+            if slot == Self.empty { return nil }
+            if isMatch(Int(slot)) { return Int(slot) }
+            position = (position + 1) & mask
+        }
+    }
+
+    /// Inserts a record number known to be absent.
+    mutating func insert(_ index: Int, hash: Int) {
+        var position = hash & mask
+        while slots[position] != Self.empty { position = (position + 1) & mask }
+        slots[position] = UInt32(index)
+    }
+
+    /// Removes `index` and shifts later entries of its cluster back, so
+    /// lookups never need tombstones.
+    mutating func remove(_ index: Int, hash: Int, hashOf: (Int) -> Int) {
+        var position = hash & mask
+        while slots[position] != UInt32(index) { position = (position + 1) & mask }
+        var hole = position
+        var next = (hole + 1) & mask
+        while slots[next] != Self.empty {
+            let home = hashOf(Int(slots[next])) & mask
+            // Move the entry back if the hole lies between its home and where it sits.
+            let distanceToHole = (hole - home) & mask
+            let distanceToEntry = (next - home) & mask
+            if distanceToHole < distanceToEntry {
+                slots[hole] = slots[next]
+                hole = next
+            }
+            next = (next + 1) & mask
+        }
+        slots[hole] = Self.empty
+    }
+
+    /// Doubles (and rehashes) until `count` entries keep it at most half full.
+    mutating func grow(toHold count: Int, hashOf: (Int) -> Int) {
+        guard count * 2 > slots.count else { return }
+        var size = max(16, slots.count)
+        while count * 2 > size { size *= 2 }
+        let old = slots
+        slots = Array(repeating: Self.empty, count: size)
+        mask = size - 1
+        for slot in old where slot != Self.empty {
+            insert(Int(slot), hash: hashOf(Int(slot)))
         }
     }
 }

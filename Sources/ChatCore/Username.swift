@@ -26,6 +26,11 @@ public struct Username: Hashable, Sendable, CustomStringConvertible, Comparable 
         self.text = String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Bytes already known to satisfy the rule (read back from the registry).
+    init(trusted bytes: UnsafeRawBufferPointer) {
+        self.text = String(decoding: bytes, as: UTF8.self)
+    }
+
     public static func isValid(_ bytes: some Collection<UInt8>) -> Bool {
         guard (1...maxLength).contains(bytes.count), let first = bytes.first,
             isLetterOrDigit(first)

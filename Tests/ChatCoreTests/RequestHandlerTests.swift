@@ -135,3 +135,74 @@ private func send(_ text: String, from address: IPAddress, _ registry: inout Reg
         #expect(listed == [alice: "alice", bob: "bob"])
     }
 }
+
+@Suite struct RegistryModelTests {
+    /// The registry against two plain dictionaries, over random introduces
+    /// from a small pool of addresses and names so that renames, re-spellings
+    /// and collisions are frequent; crosses chunk (4096) and table growth sizes.
+    @Test(arguments: [1, 2, 3])
+    func behavesLikeTheObviousModel(seed: UInt64) throws {
+        var generator = SplitMix64(seed: seed)
+        var registry = Registry(maxUsers: 9000)
+        var names: [IPAddress: String] = [:]
+        var holders: [String: IPAddress] = [:]
+        let addressPool = (0..<10_000).map { i -> IPAddress in
+            i % 7 == 0 ? .v6(high: 0x2001_0db8_0000_0000, low: UInt64(i)) : .v4(0x0a00_0000 + UInt32(i))
+        }
+        for _ in 0..<40_000 {
+            let address = addressPool[Int(generator.next() % UInt64(addressPool.count))]
+            let base = "user\(generator.next() % 12_000)"
+            let spelled = generator.next() % 4 == 0 ? base.uppercased() : base
+            let name = try #require(Username(spelled))
+            let folded = spelled.lowercased()
+            let outcome = registry.introduce(name, from: address)
+            switch outcome {
+            case .taken:
+                #expect(holders[folded] != nil && holders[folded] != address)
+            case .full:
+                #expect(names[address] == nil && names.count == 9000)
+            case .registered:
+                #expect(names[address] == nil && holders[folded] == nil)
+                names[address] = spelled
+                holders[folded] = address
+            case .renamed(let previous):
+                #expect(names[address]?.lowercased() == previous.folded && previous.folded != folded)
+                holders[previous.folded] = nil
+                names[address] = spelled
+                holders[folded] = address
+            case .unchanged(let previous):
+                #expect(holders[folded] == address && previous.folded == folded)
+                names[address] = spelled
+            }
+        }
+        #expect(registry.count == names.count)
+        for (address, name) in names {
+            #expect(registry.username(for: address)?.text == name)
+            #expect(registry.holder(of: Username(name)!) == address)
+        }
+        #expect(registry.username(for: .v4(0x0b00_0000)) == nil)
+        #expect(registry.holder(of: Username("nobody")!) == nil)
+    }
+
+    @Test func aCopyOfTheRecordsIsUnaffectedByLaterChanges() {
+        var registry = Registry(maxUsers: 100_000)
+        for i in 0..<10_000 { _ = registry.introduce(Username("u\(i)")!, from: .v4(UInt32(i))) }
+        let saved = registry.records
+        _ = registry.introduce(Username("renamed")!, from: .v4(5))
+        _ = registry.introduce(Username("newcomer")!, from: .v4(99_999))
+        #expect(saved.count == 10_000)
+        #expect(saved[5].username.text == "u5")
+        #expect(registry.records[5].username.text == "renamed")
+        #expect(registry.count == 10_001)
+        #expect(registry.records.last?.address == .v4(99_999))
+    }
+
+    @Test func recordsKeepRegistrationOrderAndFullLengthNames() {
+        var registry = Registry(maxUsers: 10)
+        let long = String(repeating: "z", count: 32)
+        _ = registry.introduce(Username(long)!, from: .v4(1))
+        _ = registry.introduce(Username("a")!, from: .loopbackIPv6)
+        #expect(registry.records.map(\.username.text) == [long, "a"])
+        #expect(registry.records.map(\.address) == [.v4(1), .loopbackIPv6])
+    }
+}
