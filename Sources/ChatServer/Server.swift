@@ -85,6 +85,8 @@ public final class Server {
     private var statusNote: String?
     private var sentStatus = ""
     private var lastHousekeeping = SystemClock.monotonicNow()
+    /// Reloads handled so far, for `chatd --reload`.
+    private var reloads = 0
     public private(set) var statistics = Statistics()
 
     private enum Tag: UInt64 {
@@ -352,9 +354,10 @@ public final class Server {
             switch signal {
             case Signal.hangup:
                 Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicroseconds())")
-                reload()
+                let outcome = reload()
                 sentStatus = status()
                 Systemd.notify("READY=1\nSTATUS=\(sentStatus)")
+                reportReload(outcome)
             default:
                 logger.info("signal received", metadata: ["signal": "\(Signal.name(signal))"])
                 running = false
@@ -362,36 +365,46 @@ public final class Server {
         }
     }
 
+    /// Tells a waiting `chatd --reload` how the reload ended.
+    private func reportReload(_ outcome: (applied: Bool, reason: String?)) {
+        reloads += 1
+        guard let path = ReloadStatus.path else { return }
+        do {
+            try ReloadStatus(count: reloads, applied: outcome.applied, reason: outcome.reason).write(to: path)
+        } catch {
+            logger.error("cannot write the reload status; systemctl reload will time out", metadata: [
+                "path": "\(path)", "error": "\(error)",
+            ])
+        }
+    }
+
     /// Applies what can change while running; refuses the whole new config
     /// if it is invalid or changes what needs a restart, so a half-applied
     /// config never runs.
-    private func reload() {
+    private func reload() -> (applied: Bool, reason: String?) {
         let config: Config
         do {
             config = try reloadConfig()
         } catch {
-            refuseReload("invalid config", ["error": "\(error)"], level: .error)
-            return
+            return refuseReload("invalid config: \(error)", ["error": "\(error)"], level: .error)
         }
         let new = Settings(config)
         // Under socket activation the socket unit decides where chatd listens.
         let listenChanged = origin == .config && new.listen != settings.listen
         guard !listenChanged, new.snapshotPath == settings.snapshotPath, new.logTarget == settings.logTarget else {
-            refuseReload(
+            return refuseReload(
                 "changing bind, port, snapshot_path or log target needs a restart",
                 [
                     "listen": "\(settings.listen)", "listen.new": "\(new.listen)",
                     "snapshot.path": "\(settings.snapshotPath)", "snapshot.path.new": "\(new.snapshotPath)",
                     "log.target": "\(settings.logTarget)", "log.target.new": "\(new.logTarget)",
                 ], level: .warning)
-            return
         }
         if new.snapshotInterval != settings.snapshotInterval {
             do {
                 try snapshotTimer.arm(after: new.snapshotInterval, interval: new.snapshotInterval)
             } catch {
-                refuseReload("cannot re-arm the snapshot timer", ["error": "\(error)"], level: .error)
-                return
+                return refuseReload("cannot re-arm the snapshot timer", ["error": "\(error)"], level: .error)
             }
         }
         registry.maxUsers = new.maxUsers
@@ -403,14 +416,18 @@ public final class Server {
             "registry.max_users": "\(new.maxUsers)",
             "registry.snapshot_interval_s": "\(new.snapshotInterval.components.seconds)",
         ])
+        return (true, nil)
     }
 
-    private func refuseReload(_ reason: String, _ metadata: Logger.Metadata, level: Logger.Level) {
+    private func refuseReload(
+        _ reason: String, _ metadata: Logger.Metadata, level: Logger.Level
+    ) -> (applied: Bool, reason: String?) {
         statusNote = "reload refused: \(reason); running config kept"
         var metadata = metadata
         metadata["message.id"] = MessageID.reloadRefused
         metadata["reason"] = "\(reason)"
         logger.log(level: level, "reload refused, keeping the running config", metadata: metadata)
+        return (false, reason)
     }
 
     // MARK: - Snapshots

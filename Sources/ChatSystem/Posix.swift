@@ -197,6 +197,27 @@ public enum Posix {
         isatty(fd) == 1
     }
 
+    /// Sends `signal` to process `pid` (ESRCH if there is none, EPERM if not ours).
+    public static func kill(pid: Int32, signal: Int32) throws {
+        _ = try syscall("kill(\(pid))") { Glibc.kill(pid, signal) }
+    }
+
+    /// Sleeps for `duration` (nanosleep, resumed after signals).
+    public static func sleep(_ duration: Duration) throws {
+        var remaining = timespec(
+            tv_sec: Int(duration.nanoseconds / 1_000_000_000), tv_nsec: Int(duration.nanoseconds % 1_000_000_000))
+        var left = timespec()
+        while nanosleep(&remaining, &left) != 0 {
+            guard errno == EINTR else { throw SystemError(errno: errno, call: "nanosleep") }
+            remaining = left
+        }
+    }
+
+    /// An environment variable, or nil when unset.
+    public static func environment(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+
     public static func processID() -> Int32 {
         getpid()
     }

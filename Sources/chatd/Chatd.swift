@@ -37,6 +37,8 @@ struct Chatd: ParsableCommand {
                                            (built-in defaults if it is absent)
               chatd --config ./chatd.toml  run with another config file
               chatd --check-config         check the config, print the settings
+              chatd --reload 1234          reload the chatd with process id 1234
+                                           and wait until it has (ExecReload=)
             """)
 
     @Option(
@@ -50,7 +52,24 @@ struct Chatd: ParsableCommand {
     @Flag(name: .long, help: "Check the config file, print the effective settings and exit (0 valid, 1 invalid).")
     var checkConfig = false
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Make the chatd with this process id re-read its config, wait until it has, and exit 0 if the new config was applied or 1 if it was refused.",
+            discussion: "This is the unit's ExecReload=, so that `systemctl reload chatd` returns only once the reload is done and fails when it was refused.",
+            valueName: "pid"))
+    var reload: Int32?
+
+    func validate() throws {
+        if let reload, reload <= 1 { throw ValidationError("--reload takes the process id of a running chatd") }
+        if reload != nil && checkConfig { throw ValidationError("--reload and --check-config do not go together") }
+    }
+
     func run() throws {
+        if let reload {
+            try requestReload(of: reload)
+            return
+        }
         let signals = try orExit("cannot set up signal handling") {
             try SignalFD(signals: [Signal.terminate, Signal.interrupt, Signal.hangup])
         }
@@ -86,9 +105,11 @@ struct Chatd: ParsableCommand {
         let (sockets, origin) = try orExit("cannot listen on \(serverSettings.listen)") {
             try listeningSockets(serverSettings.listen, logger: logger)
         }
+        let loadStart = SystemClock.monotonicNow()
         let registry = try orExit("cannot load snapshot \(serverSettings.snapshotPath)") {
             try loadSnapshot(at: serverSettings.snapshotPath, maxUsers: serverSettings.maxUsers)
         }
+        let loadTime = SystemClock.monotonicNow() - loadStart
         switch origin {
         case .systemd: logger.info("listening on sockets from systemd", metadata: ["sockets": "\(sockets.count)"])
         case .config: logger.info("listening on the configured address", metadata: ["listen": "\(serverSettings.listen)"])
@@ -102,10 +123,32 @@ struct Chatd: ParsableCommand {
         }
         logger.info("started", metadata: [
             "message.id": MessageID.started, "listen": "\(server.listening)", "users": "\(registry.count)",
-            "snapshot.path": "\(serverSettings.snapshotPath)", "config": "\(config ?? Config.defaultPath)",
+            "snapshot.path": "\(serverSettings.snapshotPath)", "snapshot.load_ms": "\(loadTime.nanoseconds / 1_000_000)",
+            "config": "\(config ?? Config.defaultPath)",
         ])
         let saved = try orExit("event loop failed") { try server.run() }
         if !saved { throw ExitCode.failure }
+    }
+
+    /// Sends SIGHUP to `pid` and waits for its reload status (see ReloadStatus).
+    private func requestReload(of pid: Int32) throws {
+        guard let path = ReloadStatus.path else {
+            // Run by hand, without a runtime directory: nothing to wait on.
+            try orExit("cannot signal process \(pid)") { try Posix.kill(pid: pid, signal: Signal.hangup) }
+            printError("chatd: sent SIGHUP to \(pid); its log says whether the reload was applied")
+            return
+        }
+        let before = ReloadStatus.read(at: path)?.count ?? 0
+        try orExit("cannot signal process \(pid)") { try Posix.kill(pid: pid, signal: Signal.hangup) }
+        let deadline = SystemClock.monotonicNow() + .seconds(60)
+        while SystemClock.monotonicNow() < deadline {
+            if let status = ReloadStatus.read(at: path), status.count > before {
+                guard status.applied else { fail("reload refused: \(status.reason ?? "unknown reason")") }
+                return
+            }
+            try Posix.sleep(.milliseconds(20))
+        }
+        fail("chatd (process \(pid)) did not confirm the reload within 60 s")
     }
 
     /// The sockets systemd passed (FileDescriptorName=chat) when started by

@@ -186,7 +186,7 @@ struct DaemonTests {
 
         try "[server]\nport = \"x\"\n".write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
-        #expect(daemon.waitForLog("reason=\"invalid config\""))
+        #expect(daemon.waitForLog("reason=\"invalid config:"))
         #expect(try daemon.request("CHAT/1 3 CONNECT", from: "127.0.0.16") == "CHAT/1 3 ERROR CLIENT_NOT_FOUND")
 
         try daemon.writeConfig(port: daemon.port &+ 1, logLevel: "debug")

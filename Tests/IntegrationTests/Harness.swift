@@ -61,9 +61,10 @@ final class RunningProgram {
     private let stdout = Pipe()
     private let stderr = Pipe()
 
-    init(_ url: URL, _ arguments: [String]) throws {
+    init(_ url: URL, _ arguments: [String], environment: [String: String] = [:]) throws {
         process.executableURL = url
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = stdout
         process.standardError = stderr
         try process.run()

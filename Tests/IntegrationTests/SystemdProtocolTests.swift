@@ -82,6 +82,38 @@ struct SystemdProtocolTests {
         #expect(try daemon.stop() == 0)
     }
 
+    @Test func reloadWaitsForChatdAndReportsTheOutcome() throws {
+        let daemon = try Daemon()
+        let runtime = daemon.folder.appendingPathComponent("run")
+        try FileManager.default.createDirectory(at: runtime, withIntermediateDirectories: true)
+        let environment = ["RUNTIME_DIRECTORY": runtime.path]
+        try daemon.start(environment: environment)
+        let pid = try #require(daemon.process?.processIdentifier)
+
+        func reload() throws -> RunningProgram {
+            try RunningProgram(Binaries.chatd, ["--reload", "\(pid)"], environment: environment)
+        }
+        try daemon.writeConfig(logLevel: "debug")
+        let applied = try reload().wait(timeout: .seconds(20))
+        #expect(applied.status == 0, "\(applied.stderr)")
+        #expect(try String(contentsOf: runtime.appendingPathComponent("reload-status"), encoding: .utf8) == "1 applied\n")
+
+        // A stopped chatd cannot have reloaded: --reload must still be waiting.
+        kill(pid, SIGSTOP)
+        let waiting = try reload()
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(waiting.process.isRunning)
+        kill(pid, SIGCONT)
+        #expect(try waiting.wait(timeout: .seconds(20)).status == 0)
+
+        try "[server]\nport = \"x\"\n".write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        let refused = try reload().wait(timeout: .seconds(20))
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("reload refused: invalid config"))
+        #expect(try daemon.request("CHAT/1 1 CONNECT", from: "127.0.0.24") == "CHAT/1 1 ERROR CLIENT_NOT_FOUND")
+        #expect(try daemon.stop() == 0)
+    }
+
     @Test func takesItsSocketFromSocketActivation() throws {
         let activate = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
         try #require(FileManager.default.isExecutableFile(atPath: activate.path), "needs systemd-socket-activate")
