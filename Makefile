@@ -77,3 +77,11 @@ uninstall:
 
 clean:
 	rm -rf .build $(STATE)
+
+# The system test (as root): boots systemd in private namespaces, installs
+# chatd there with `make install PREFIX=/usr` and checks it as a service
+# (socket activation, notify, reload, watchdog, restart, stop, hardening).
+# The machine is left unchanged. See Tests/system/run.sh.
+.PHONY: system-test
+system-test: build
+	bash Tests/system/run.sh
