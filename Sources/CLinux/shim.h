@@ -1,6 +1,7 @@
 #ifndef CHATD_CLINUX_SHIM_H
 #define CHATD_CLINUX_SHIM_H
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>

@@ -3,13 +3,17 @@
 //   sockets readable  -> drain datagrams: RequestHandler, reply, log
 //   signalfd          -> SIGTERM/SIGINT: leave the loop; SIGHUP: reload config
 //   snapshot timer    -> every snapshot interval: save the registry if it changed
+//   snapshot writer   -> a background write finished: log it, or retry later
 //   housekeeping (1s) -> STATUS= for systemd when it changed, overdue log summaries
 //   watchdog timer    -> WATCHDOG=1 at half systemd's interval, if the loop is healthy
 //
 // Everything the protocol decides happens in ChatCore's RequestHandler; this
 // file moves bytes, keeps time, talks to systemd and decides what to log.
-// Only epoll_wait and the snapshot write block (an atomic write of the whole
-// registry; the performance work moves it off the loop).
+// Only epoll_wait blocks. Snapshots are encoded and written on a background
+// thread from a copy of the registry's records, which costs the loop almost
+// nothing: the records are copy-on-write chunks, so the loop's next changes
+// copy only the chunks they touch. Only the final snapshot, at exit, is
+// written on the loop.
 //
 // The watchdog is pinged from the loop itself, never from a thread of its
 // own, so a loop that hangs stops the pings and systemd restarts chatd.
@@ -23,6 +27,7 @@ import ChatConfig
 import ChatCore
 import ChatSystem
 import Logging
+import Synchronization
 
 public final class Server {
     /// What the server takes from the config.
@@ -71,6 +76,10 @@ public final class Server {
     private let snapshotTimer: TimerFD
     private let housekeepingTimer: TimerFD
     private let watchdogTimer: TimerFD?
+    private let snapshotWriter: BackgroundThread
+    /// The outcome of the background write in flight, set by the writer thread.
+    private let writeOutcome = OutcomeBox()
+    private var writing = false
     private var throttle = Throttle<Warning>(window: .seconds(10))
     /// Reused for every batch: received requests, replies to send, one reply's bytes.
     private let incoming = DatagramBatch()
@@ -90,14 +99,14 @@ public final class Server {
     public private(set) var statistics = Statistics()
 
     private enum Tag: UInt64 {
-        case signals = 1, snapshotTimer, housekeeping, watchdog
+        case signals = 1, snapshotTimer, snapshotWriter, housekeeping, watchdog
         /// Sockets are tagged socketBase + index.
         static let socketBase: UInt64 = 100
     }
 
     /// Repeatable warnings, summarised by the throttle.
     private enum Warning: Hashable, Sendable {
-        case malformed, receiveFailed, sendFailed, snapshotFailed
+        case malformed, receiveFailed, sendFailed, snapshotFailed, registryFull
     }
 
     /// - Parameters:
@@ -122,11 +131,13 @@ public final class Server {
         snapshotTimer = try TimerFD()
         housekeepingTimer = try TimerFD()
         watchdogTimer = Systemd.watchdogInterval() == nil ? nil : try TimerFD()
+        snapshotWriter = try BackgroundThread()
         for (index, socket) in sockets.enumerated() {
             try epoll.add(fd: socket.fd, events: .readable, tag: Tag.socketBase + UInt64(index))
         }
         try epoll.add(fd: signals.fd, events: .readable, tag: Tag.signals.rawValue)
         try epoll.add(fd: snapshotTimer.fd, events: .readable, tag: Tag.snapshotTimer.rawValue)
+        try epoll.add(fd: snapshotWriter.fd, events: .readable, tag: Tag.snapshotWriter.rawValue)
         try epoll.add(fd: housekeepingTimer.fd, events: .readable, tag: Tag.housekeeping.rawValue)
         if let watchdogTimer {
             try epoll.add(fd: watchdogTimer.fd, events: .readable, tag: Tag.watchdog.rawValue)
@@ -164,7 +175,10 @@ public final class Server {
                 case .signals: try handleSignals()
                 case .snapshotTimer:
                     _ = try snapshotTimer.read()
-                    if dirty { saveSnapshot() }
+                    if dirty && !writing { startSnapshot() }
+                case .snapshotWriter:
+                    _ = try snapshotWriter.acknowledge()
+                    finishSnapshot()
                 case .housekeeping:
                     _ = try housekeepingTimer.read()
                     housekeeping()
@@ -181,7 +195,13 @@ public final class Server {
             "datagrams.received": "\(statistics.received)", "datagrams.dropped": "\(statistics.dropped)",
             "datagrams.malformed": "\(statistics.malformed)", "send.errors": "\(statistics.sendErrors)",
         ])
-        return saveSnapshot()
+        if writing {
+            // Let the background write finish first: two writers would race on the file.
+            try snapshotWriter.waitForCompletion()
+            _ = try snapshotWriter.acknowledge()
+            finishSnapshot()
+        }
+        return finish(writeSnapshot(registry.records, to: settings.snapshotPath, savedAt: SystemClock.wallSeconds().seconds))
     }
 
     // MARK: - Datagrams
@@ -254,10 +274,11 @@ public final class Server {
         case .reintroduced(let previous, let name) where previous.text != name.text:
             logRename(from: previous, to: name, metadata(result, source))
         case .full(let name):
+            // Spoofed sources could send these without end: summarised too.
             var metadata = metadata(result, source)
             metadata["username"] = "\(name)"
             metadata["registry.max_users"] = "\(registry.maxUsers)"
-            logger.notice("registration refused: registry full", metadata: metadata)
+            warn(.registryFull, "registrations refused: registry full", metadata)
         case .connected, .reintroduced, .taken, .notFound, .invalidUsername:
             // The common case: only describe it when someone asked for debug.
             guard logger.logLevel <= .debug else { return }
@@ -314,6 +335,7 @@ public final class Server {
             case .malformed: report(kind, "malformed datagrams received", count: count)
             case .receiveFailed: report(kind, "receive failed", count: count)
             case .sendFailed: report(kind, "replies not sent", count: count)
+            case .registryFull: report(kind, "registrations refused: registry full", count: count)
             case .snapshotFailed: report(kind, "snapshot failed, keeping the previous one; will retry", count: count)
             }
         }
@@ -432,32 +454,81 @@ public final class Server {
 
     // MARK: - Snapshots
 
-    /// Writes the registry atomically; on failure the old file stays, the
-    /// registry stays dirty and the next interval tries again.
+    /// How a snapshot write ended, as the writer thread reports it.
+    struct WriteOutcome: Sendable {
+        var path: String
+        var savedAt: Int64
+        var users: Int
+        var bytes: Int
+        var duration: Duration
+        var error: String?
+    }
+
+    /// Where the writer thread leaves its outcome for the loop.
+    final class OutcomeBox: Sendable {
+        let value = Mutex<WriteOutcome?>(nil)
+    }
+
+    /// Hands a copy of the records to the writer thread. The registry counts
+    /// as saved from now; a failure marks it dirty again.
+    private func startSnapshot() {
+        let records = registry.records
+        let path = settings.snapshotPath
+        let savedAt = SystemClock.wallSeconds().seconds
+        let outcome = writeOutcome
+        writing = true
+        dirty = false
+        snapshotWriter.run {
+            let result = writeSnapshot(records, to: path, savedAt: savedAt)
+            outcome.value.withLock { $0 = result }
+        }
+    }
+
+    /// Collects the writer thread's outcome.
+    private func finishSnapshot() {
+        guard let outcome = writeOutcome.value.withLock({ $0.take() }) else { return }
+        writing = false
+        if !finish(outcome) { dirty = true }
+    }
+
+    /// Logs a write's outcome and keeps STATUS= current; on failure the old
+    /// file stays and the next interval tries again.
     @discardableResult
-    private func saveSnapshot() -> Bool {
-        let now = SystemClock.wallSeconds().seconds
-        let bytes = Snapshot.encode(registry, savedAt: now)
-        do {
-            try FileSystem.writeAtomically(bytes, toPath: settings.snapshotPath)
-            dirty = false
-            lastSnapshot = now
-            if statusNote?.hasPrefix("snapshot failed") == true { statusNote = nil }
-            logger.info("snapshot written", metadata: [
-                "message.id": MessageID.snapshotWritten, "snapshot.path": "\(settings.snapshotPath)",
-                "users": "\(registry.count)", "bytes": "\(bytes.count)",
-            ])
-            updateStatus()
-            return true
-        } catch {
+    private func finish(_ outcome: WriteOutcome) -> Bool {
+        if let error = outcome.error {
             statusNote = "snapshot failed: \(error)"
             warn(.snapshotFailed, "snapshot failed, keeping the previous one; will retry", [
-                "snapshot.path": "\(settings.snapshotPath)", "error": "\(error)",
+                "snapshot.path": "\(outcome.path)", "error": "\(error)",
             ])
             updateStatus()
             return false
         }
+        lastSnapshot = outcome.savedAt
+        if statusNote?.hasPrefix("snapshot failed") == true { statusNote = nil }
+        logger.info("snapshot written", metadata: [
+            "message.id": MessageID.snapshotWritten, "snapshot.path": "\(outcome.path)",
+            "users": "\(outcome.users)", "bytes": "\(outcome.bytes)",
+            "snapshot.write_ms": "\(outcome.duration.nanoseconds / 1_000_000)",
+        ])
+        updateStatus()
+        return true
     }
+}
+
+/// Encodes and writes `records` atomically; runs on the writer thread (and
+/// on the loop for the final snapshot), so it touches no server state.
+private func writeSnapshot(_ records: Registry.Records, to path: String, savedAt: Int64) -> Server.WriteOutcome {
+    let start = SystemClock.monotonicNow()
+    let bytes = Snapshot.encode(records, savedAt: savedAt)
+    var outcome = Server.WriteOutcome(
+        path: path, savedAt: savedAt, users: records.count, bytes: bytes.count, duration: .zero, error: nil)
+    do {
+        try FileSystem.writeAtomically(bytes, toPath: path)
+    } catch {
+        outcome.error = "\(error)"
+    }
+    outcome.duration = SystemClock.monotonicNow() - start
+    return outcome
 }
 
 extension RequestHandler.Event {
