@@ -54,31 +54,34 @@ public struct Registry: Sendable {
     public var isEmpty: Bool { records.count == 0 }
 
     public func username(for address: IPAddress) -> Username? {
-        findAddress(Record.key(address)).map { records[$0].username }
+        let key = Record.key(address)
+        return findAddress(key, hash: Record.hash(key)).map { records[$0].username }
     }
 
     public func holder(of name: Username) -> IPAddress? {
-        findName(name).map { records[$0].address }
+        findName(name, hash: Record.hash(name: name)).map { records[$0].address }
     }
 
     /// Applies the INTRODUCE rules for `name` arriving from `address`.
     public mutating func introduce(_ name: Username, from address: IPAddress) -> Outcome {
         let key = Record.key(address)
-        if let holder = findName(name) {
+        let nameHash = Record.hash(name: name)
+        if let holder = findName(name, hash: nameHash) {
             guard records[holder].matches(key) else { return .taken }
             let previous = records[holder].username
             records[holder].setName(name)  // same folded name: the slot stays right
             return .unchanged(previous: previous)
         }
-        if let index = findAddress(key) {
+        let addressHash = Record.hash(key)
+        if let index = findAddress(key, hash: addressHash) {
             let previous = records[index].username
-            removeName(of: index)
+            byName.remove(index, hash: records[index].nameHash) { records[$0].nameHash }
             records[index].setName(name)
-            insertName(index)
+            byName.insert(index, hash: nameHash)
             return .renamed(previous: previous)
         }
         guard count < maxUsers else { return .full }
-        append(Record(key: key, name: name))
+        append(Record(key: key, name: name), addressHash: addressHash, nameHash: nameHash)
         return .registered
     }
 
@@ -96,29 +99,22 @@ public struct Registry: Sendable {
 
     // MARK: - Tables
 
-    private func findAddress(_ key: (UInt64, UInt64)) -> Int? {
-        byAddress.find(hash: Record.hash(key)) { records[$0].matches(key) }
+    private func findAddress(_ key: (UInt64, UInt64), hash: Int) -> Int? {
+        byAddress.find(hash: hash) { records[$0].matches(key) }
     }
 
-    private func findName(_ name: Username) -> Int? {
-        byName.find(hash: Record.hash(name: name)) { records[$0].username.matches(name) }
+    private func findName(_ name: Username, hash: Int) -> Int? {
+        byName.find(hash: hash) { records[$0].nameMatches(name) }
     }
 
-    private mutating func append(_ record: Record) {
+    /// Adds a record whose address and name are known to be free, with their hashes.
+    private mutating func append(_ record: Record, addressHash: Int, nameHash: Int) {
         let index = records.count
         records.append(record)
         byAddress.grow(toHold: records.count) { records[$0].addressHash }
         byName.grow(toHold: records.count) { records[$0].nameHash }
-        byAddress.insert(index, hash: record.addressHash)
-        byName.insert(index, hash: record.nameHash)
-    }
-
-    private mutating func insertName(_ index: Int) {
-        byName.insert(index, hash: records[index].nameHash)
-    }
-
-    private mutating func removeName(of index: Int) {
-        byName.remove(index, hash: records[index].nameHash) { records[$0].nameHash }
+        byAddress.insert(index, hash: addressHash)
+        byName.insert(index, hash: nameHash)
     }
 }
 
@@ -155,9 +151,11 @@ extension Registry {
     /// Adds one saved registration (for loaders that stream the file).
     public mutating func add(_ name: Username, at address: IPAddress, index: Int) throws(ConflictError) {
         let key = Record.key(address)
-        guard findAddress(key) == nil else { throw .duplicateAddress(address, index: index) }
-        guard findName(name) == nil else { throw .duplicateUsername(name, index: index) }
-        append(Record(key: key, name: name))
+        let addressHash = Record.hash(key)
+        let nameHash = Record.hash(name: name)
+        guard findAddress(key, hash: addressHash) == nil else { throw .duplicateAddress(address, index: index) }
+        guard findName(name, hash: nameHash) == nil else { throw .duplicateUsername(name, index: index) }
+        append(Record(key: key, name: name), addressHash: addressHash, nameHash: nameHash)
     }
 }
 
@@ -209,6 +207,17 @@ extension Registry {
         }
 
         func matches(_ key: (UInt64, UInt64)) -> Bool { high == key.0 && low == key.1 }
+
+        /// Case-insensitive comparison with `other`, without making a String.
+        func nameMatches(_ other: Username) -> Bool {
+            var text = other.text
+            return text.withUTF8 { wanted in
+                withNameBytes { stored in
+                    stored.count == wanted.count
+                        && zip(stored, wanted).allSatisfy { $0 == $1 || ($0 | 0x20 == $1 | 0x20 && ($0 | 0x20) >= 0x61 && ($0 | 0x20) <= 0x7a) }
+                }
+            }
+        }
 
         var addressHash: Int { Self.hash((high, low)) }
 
