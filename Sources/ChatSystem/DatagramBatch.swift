@@ -71,7 +71,18 @@ public final class DatagramBatch {
         return SocketAddress.endpoint(of: &addresses[index])
     }
 
+    /// Whether `append` changed headers that receiving needs in their initial form.
+    private var usedForSending = true
+
     fileprivate func prepareForReceive() {
+        guard usedForSending else {
+            // The kernel only shortens the address lengths; everything else stands.
+            for index in 0..<capacity {
+                headers[index].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            }
+            return
+        }
+        usedForSending = false
         for index in 0..<capacity {
             vectors[index].iov_len = datagramSize
             headers[index] = chatd_mmsghdr()
@@ -94,6 +105,7 @@ public final class DatagramBatch {
     @discardableResult
     public func append(_ bytes: UnsafeRawBufferPointer, replyingTo index: Int, of batch: DatagramBatch) -> Bool {
         guard count < capacity else { return false }
+        usedForSending = true
         let slot = count
         let length = min(bytes.count, datagramSize)
         (payloads.baseAddress! + slot * datagramSize).copyMemory(from: bytes.baseAddress!, byteCount: length)
