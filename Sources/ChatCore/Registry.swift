@@ -19,8 +19,8 @@
 // About 64 bytes a user in all, against ~160 for two Dictionaries. Hashing
 // uses the standard library's per-process random seed, so nobody can choose
 // addresses or names that collide on purpose. Users are never removed (the
-// protocol has no way to leave), so only the name table deletes, on a rename,
-// with backward-shift deletion that needs no tombstones.
+// protocol has no way to leave) except to undo a registration that could not
+// be made durable; deletion shifts entries back, so no tombstones are needed.
 
 public struct Registry: Sendable {
     /// New addresses are refused once this many are registered. Changing it
@@ -83,6 +83,27 @@ public struct Registry: Sendable {
         guard count < maxUsers else { return .full }
         append(Record(key: key, name: name), addressHash: addressHash, nameHash: nameHash)
         return .registered
+    }
+
+    /// Removes the registration of `address`, for undoing a registration that
+    /// could not be made durable. The last record moves into the hole, so
+    /// registration order is kept except for that one record.
+    @discardableResult
+    public mutating func remove(_ address: IPAddress) -> Bool {
+        let key = Record.key(address)
+        let addressHash = Record.hash(key)
+        guard let index = findAddress(key, hash: addressHash) else { return false }
+        byAddress.remove(index, hash: addressHash) { records[$0].addressHash }
+        byName.remove(index, hash: records[index].nameHash) { records[$0].nameHash }
+        let last = records.count - 1
+        if index != last {
+            let moved = records[last]
+            byAddress.renumber(last, to: index, hash: moved.addressHash)
+            byName.renumber(last, to: index, hash: moved.nameHash)
+            records[index] = moved
+        }
+        records.removeLast()
+        return true
     }
 
     /// Every registration, in registration order.
@@ -273,6 +294,12 @@ extension Registry {
             count += 1
         }
 
+        mutating func removeLast() {
+            chunks[chunks.count - 1].removeLast()
+            if chunks[chunks.count - 1].isEmpty { chunks.removeLast() }
+            count -= 1
+        }
+
         mutating func reserveCapacity(_ capacity: Int) {
             chunks.reserveCapacity((capacity + Self.chunkSize - 1) / Self.chunkSize)
         }
@@ -304,6 +331,13 @@ private struct SlotTable: Sendable {
         var position = hash & mask
         while slots[position] != Self.empty { position = (position + 1) & mask }
         slots[position] = UInt32(index)
+    }
+
+    /// Points the slot holding `old` at `new` instead (after a record moved).
+    mutating func renumber(_ old: Int, to new: Int, hash: Int) {
+        var position = hash & mask
+        while slots[position] != UInt32(old) { position = (position + 1) & mask }
+        slots[position] = UInt32(new)
     }
 
     /// Removes `index` and shifts later entries of its cluster back, so
