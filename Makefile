@@ -9,6 +9,8 @@
 #                  if absent
 #   make uninstall remove what install put in place (never the config or the state)
 #   make clean     remove build output and ./state
+#   make system-test  (root) chatd under a real systemd in private namespaces
+#   make bench     the performance suite against ../shared/bench (docs/PERFORMANCE.md)
 
 SWIFT     ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 PREFIX    ?= /usr/local
@@ -85,3 +87,11 @@ clean:
 .PHONY: system-test
 system-test: build
 	bash Tests/system/run.sh
+
+# The performance suite (docs/PERFORMANCE.md): a release build, then chatd
+# against the C yardstick in ../shared/bench, as one table. BENCH_SUITE=quick
+# runs the first three rows only, BENCH_SUITE=scale the 1,000,000-user rows.
+BENCH_SUITE ?= all
+.PHONY: bench
+bench: build
+	bash bench/run.sh $(BENCH_SUITE)

@@ -8,6 +8,7 @@ import PackageDescription
 //   ChatServer  chatd's event loop: ChatCore's handler driven by ChatSystem's I/O
 //   ChatClient  the client library: ChatCore's handshake machine driven by a UDP socket
 //   chatd, chat thin executables: arguments, config, wiring
+//   chatd-bench a load generator and benchmark driver (`make bench`)
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
 let package = Package(
@@ -16,12 +17,14 @@ let package = Package(
     products: [
         .executable(name: "chatd", targets: ["chatd"]),
         .executable(name: "chat", targets: ["chat"]),
+        .executable(name: "chatd-bench", targets: ["chatd-bench"]),
         .library(name: "ChatClient", targets: ["ChatClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(name: "ChatCore", swiftSettings: strict),
@@ -56,6 +59,14 @@ let package = Package(
             dependencies: [
                 "ChatCore", "ChatConfig", "ChatClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "chatd-bench",
+            dependencies: [
+                "ChatCore", "ChatSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: strict),
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore"], swiftSettings: strict),
