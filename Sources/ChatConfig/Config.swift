@@ -54,14 +54,22 @@ public struct Config: Equatable, Sendable {
         public var snapshotIntervalSeconds: Int
         /// How many addresses the registry holds before refusing new ones.
         public var maxUsers: Int
+        /// When a registration counts as saved.
+        public var durability: Durability
 
         public init(
             snapshotPath: String = "/var/lib/chatd/registry.json", snapshotIntervalSeconds: Int = 30,
-            maxUsers: Int = 1_000_000
+            maxUsers: Int = 1_000_000, durability: Durability = .sync
         ) {
             self.snapshotPath = snapshotPath
             self.snapshotIntervalSeconds = snapshotIntervalSeconds
             self.maxUsers = maxUsers
+            self.durability = durability
+        }
+
+        /// The journal beside the snapshot: registry.json -> registry.journal.
+        public var journalPath: String {
+            (snapshotPath.hasSuffix(".json") ? String(snapshotPath.dropLast(5)) : snapshotPath) + ".journal"
         }
     }
 
@@ -91,6 +99,14 @@ public struct Config: Equatable, Sendable {
 
     /// The settings of an empty config file.
     public static let defaults = Config()
+}
+
+/// When a registration is safe from a crash.
+public enum Durability: String, CaseIterable, Sendable {
+    /// On disk (journal, fdatasync) before the client hears SUCCESS.
+    case sync
+    /// In the next snapshot: a crash loses what changed since the last one.
+    case periodic
 }
 
 /// Where chatd writes its log.

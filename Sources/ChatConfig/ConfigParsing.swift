@@ -21,7 +21,7 @@ extension Config {
     static let schema: [(section: String, keys: [String])] = [
         ("server", ["bind", "port"]),
         ("client", ["server", "port", "timeout_ms", "max_attempts", "backoff"]),
-        ("registry", ["snapshot_path", "snapshot_interval_s", "max_users"]),
+        ("registry", ["snapshot_path", "snapshot_interval_s", "max_users", "durability"]),
         ("log", ["level", "target"]),
     ]
 
@@ -119,6 +119,7 @@ extension Config {
             default: defaults.registry.snapshotIntervalSeconds)
         config.registry.maxUsers = try registry.integer(
             "max_users", in: maxUsersRange, default: defaults.registry.maxUsers)
+        config.registry.durability = try registry.oneOf("durability", default: defaults.registry.durability)
 
         let log = sections["log"]!
         config.log.level = try log.oneOf("level", default: defaults.log.level)

@@ -29,6 +29,7 @@ extension Config {
                     ("snapshot_path", quoted(registry.snapshotPath)),
                     ("snapshot_interval_s", "\(registry.snapshotIntervalSeconds)"),
                     ("max_users", "\(registry.maxUsers)"),
+                    ("durability", quoted(registry.durability.rawValue)),
                 ]
             ),
             ("log", [("level", quoted(log.level.rawValue)), ("target", quoted(log.target.rawValue))]),

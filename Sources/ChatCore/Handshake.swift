@@ -80,6 +80,8 @@ public enum HandshakeResult: Equatable, Sendable {
     case usernameInvalid(Username)
     /// The registry is full.
     case serverFull
+    /// The server could not store the registration for now (UNAVAILABLE).
+    case unavailable
     /// The server kept confirming another name than the one introduced.
     case unexpectedUsername(expected: Username, got: Username)
     /// Any other error (MALFORMED, UNSUPPORTED_VERSION, or a reason this
@@ -182,6 +184,8 @@ public struct Handshake<Random: RandomNumberGenerator> {
             return finish(detail == ErrorDetail.syntax ? .usernameInvalid(name) : .usernameTaken(name))
         case (_, .error(_, .serverFull, _)):
             return finish(.serverFull)
+        case (_, .error(_, .unavailable, _)):
+            return finish(.unavailable)
         case (_, .error(_, let reason, let detail)):
             return finish(.rejected(reason, detail: detail))
         }

@@ -56,6 +56,9 @@ public struct ErrorReason: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let malformed = ErrorReason(rawValue: "MALFORMED")
     public static let unsupportedVersion = ErrorReason(rawValue: "UNSUPPORTED_VERSION")
     public static let serverFull = ErrorReason(rawValue: "SERVER_FULL")
+    /// The server could not make a registration durable (disk full, read-only);
+    /// nothing changed, and trying again later may succeed.
+    public static let unavailable = ErrorReason(rawValue: "UNAVAILABLE")
 
     public var description: String { rawValue }
 }

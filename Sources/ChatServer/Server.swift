@@ -38,6 +38,8 @@ public final class Server {
         public var maxUsers: Int
         public var logLevel: Logger.Level
         public var logTarget: LogTarget
+        public var durability: Durability
+        public var journalPath: String
 
         public init(_ config: Config) {
             listen = Endpoint(config.server.bind, port: config.server.port)
@@ -46,6 +48,8 @@ public final class Server {
             maxUsers = config.registry.maxUsers
             logLevel = Logger.Level(config.log.level)
             logTarget = config.log.target
+            durability = config.registry.durability
+            journalPath = config.registry.journalPath
         }
     }
 
@@ -80,6 +84,12 @@ public final class Server {
     /// The outcome of the background write in flight, set by the writer thread.
     private let writeOutcome = OutcomeBox()
     private var writing = false
+    /// The journal (durability "sync", or one left by an earlier run to compact).
+    private let journal: JournalWriter?
+    /// Changes applied but not yet on disk, and the replies waiting for them.
+    private var commits = CommitQueue<HeldReply>()
+    /// Bytes of the journal known to be on disk.
+    private var journalLength = 0
     private var throttle = Throttle<Warning>(window: .seconds(10))
     /// Reused for every batch: received requests, replies to send, one reply's bytes.
     private let incoming = DatagramBatch()
@@ -99,14 +109,14 @@ public final class Server {
     public private(set) var statistics = Statistics()
 
     private enum Tag: UInt64 {
-        case signals = 1, snapshotTimer, snapshotWriter, housekeeping, watchdog
+        case signals = 1, snapshotTimer, snapshotWriter, journal, housekeeping, watchdog
         /// Sockets are tagged socketBase + index.
         static let socketBase: UInt64 = 100
     }
 
     /// Repeatable warnings, summarised by the throttle.
     private enum Warning: Hashable, Sendable {
-        case malformed, receiveFailed, sendFailed, snapshotFailed, registryFull
+        case malformed, receiveFailed, sendFailed, snapshotFailed, registryFull, journalFailed
     }
 
     /// - Parameters:
@@ -114,9 +124,10 @@ public final class Server {
     ///   - signals: created before any thread started, so SIGTERM, SIGINT and
     ///     SIGHUP are blocked everywhere and arrive here.
     ///   - reloadConfig: reads and checks the config again for SIGHUP.
+    ///   - journal: the journal to append to (durability "sync") or to compact.
     public init(
         settings: Settings, registry: Registry, sockets: [UDPSocket], origin: SocketOrigin, signals: SignalFD,
-        logger: Logger, reloadConfig: @escaping () throws -> Config
+        journal: JournalWriter?, logger: Logger, reloadConfig: @escaping () throws -> Config
     ) throws {
         precondition(!sockets.isEmpty, "a server needs a socket")
         self.settings = settings
@@ -132,12 +143,17 @@ public final class Server {
         housekeepingTimer = try TimerFD()
         watchdogTimer = Systemd.watchdogInterval() == nil ? nil : try TimerFD()
         snapshotWriter = try BackgroundThread()
+        self.journal = journal
+        journalLength = journal?.initialLength ?? 0
         for (index, socket) in sockets.enumerated() {
             try epoll.add(fd: socket.fd, events: .readable, tag: Tag.socketBase + UInt64(index))
         }
         try epoll.add(fd: signals.fd, events: .readable, tag: Tag.signals.rawValue)
         try epoll.add(fd: snapshotTimer.fd, events: .readable, tag: Tag.snapshotTimer.rawValue)
         try epoll.add(fd: snapshotWriter.fd, events: .readable, tag: Tag.snapshotWriter.rawValue)
+        if let journal {
+            try epoll.add(fd: journal.fd, events: .readable, tag: Tag.journal.rawValue)
+        }
         try epoll.add(fd: housekeepingTimer.fd, events: .readable, tag: Tag.housekeeping.rawValue)
         if let watchdogTimer {
             try epoll.add(fd: watchdogTimer.fd, events: .readable, tag: Tag.watchdog.rawValue)
@@ -168,7 +184,7 @@ public final class Server {
             for event in events {
                 if event.tag >= Tag.socketBase {
                     let index = Int(event.tag - Tag.socketBase)
-                    if index < sockets.count { drain(sockets[index]) }
+                    if index < sockets.count { drain(index) }
                     continue
                 }
                 switch Tag(rawValue: event.tag) {
@@ -179,6 +195,8 @@ public final class Server {
                 case .snapshotWriter:
                     _ = try snapshotWriter.acknowledge()
                     finishSnapshot()
+                case .journal:
+                    try handleJournalOutcomes()
                 case .housekeeping:
                     _ = try housekeepingTimer.read()
                     housekeeping()
@@ -188,6 +206,8 @@ public final class Server {
                 case nil: continue
                 }
             }
+            // Everything this turn changed shares one write and one fdatasync.
+            startCommit()
         }
         Systemd.notify("STOPPING=1\nSTATUS=stopping: writing the final snapshot")
         logger.info("stopping", metadata: [
@@ -195,13 +215,27 @@ public final class Server {
             "datagrams.received": "\(statistics.received)", "datagrams.dropped": "\(statistics.dropped)",
             "datagrams.malformed": "\(statistics.malformed)", "send.errors": "\(statistics.sendErrors)",
         ])
+        // Changes already applied get their answer, then the final snapshot covers them.
+        startCommit()
+        while commits.isCommitting {
+            try journal?.waitForOutcome()
+            try handleJournalOutcomes()
+        }
         if writing {
             // Let the background write finish first: two writers would race on the file.
             try snapshotWriter.waitForCompletion()
             _ = try snapshotWriter.acknowledge()
             finishSnapshot()
         }
-        return finish(writeSnapshot(registry.records, to: settings.snapshotPath, savedAt: SystemClock.wallSeconds().seconds))
+        let coveredJournal = journalLength
+        guard finish(writeSnapshot(registry.records, to: settings.snapshotPath, savedAt: SystemClock.wallSeconds().seconds))
+        else { return false }
+        if let journal, coveredJournal > 0 {
+            journal.compact(droppingFirst: coveredJournal)
+            try journal.waitForOutcome()
+            try handleJournalOutcomes()
+        }
+        return true
     }
 
     // MARK: - Datagrams
@@ -212,7 +246,8 @@ public final class Server {
 
     /// Receives, answers and sends in batches until the socket is empty or
     /// the per-wake-up limit is reached. Nothing here allocates for a CONNECT.
-    private func drain(_ socket: UDPSocket) {
+    private func drain(_ socketIndex: Int) {
+        let socket = sockets[socketIndex]
         for _ in 0..<Self.batchesPerWakeup {
             let count: Int
             do {
@@ -229,11 +264,13 @@ public final class Server {
                 let source = incoming.source(at: index)
                 // A datagram cut to the buffer is still longer than 512
                 // bytes, so the handler still sees it as oversized.
-                let result = RequestHandler.handle(incoming.payload(at: index), from: source.address, registry: &registry)
+                let payload = incoming.payload(at: index)
+                let result = RequestHandler.handle(payload, from: source.address, registry: &registry)
                 record(result, from: source)
                 guard let response = result.reply else { continue }
                 reply.removeAll(keepingCapacity: true)
                 response.write(into: &reply)
+                if holdUntilDurable(result, request: payload, from: source, socket: socketIndex) { continue }
                 reply.withUnsafeBytes { _ = outgoing.append($0, replyingTo: index, of: incoming) }
             }
             send(outgoing, on: socket)
@@ -336,6 +373,7 @@ public final class Server {
             case .receiveFailed: report(kind, "receive failed", count: count)
             case .sendFailed: report(kind, "replies not sent", count: count)
             case .registryFull: report(kind, "registrations refused: registry full", count: count)
+            case .journalFailed: report(kind, "registrations not saved: cannot write the journal; answered UNAVAILABLE", count: count)
             case .snapshotFailed: report(kind, "snapshot failed, keeping the previous one; will retry", count: count)
             }
         }
@@ -413,9 +451,11 @@ public final class Server {
         let new = Settings(config)
         // Under socket activation the socket unit decides where chatd listens.
         let listenChanged = origin == .config && new.listen != settings.listen
-        guard !listenChanged, new.snapshotPath == settings.snapshotPath, new.logTarget == settings.logTarget else {
+        guard !listenChanged, new.snapshotPath == settings.snapshotPath, new.logTarget == settings.logTarget,
+            new.durability == settings.durability
+        else {
             return refuseReload(
-                "changing bind, port, snapshot_path or log target needs a restart",
+                "changing bind, port, snapshot_path, durability or log target needs a restart",
                 [
                     "listen": "\(settings.listen)", "listen.new": "\(new.listen)",
                     "snapshot.path": "\(settings.snapshotPath)", "snapshot.path.new": "\(new.snapshotPath)",
@@ -452,6 +492,118 @@ public final class Server {
         return (false, reason)
     }
 
+    // MARK: - Durable registrations
+
+    /// A reply that waits for a journal commit, with what it takes to answer again.
+    public struct HeldReply: Sendable {
+        var request: [UInt8]
+        var source: Endpoint
+        var socket: Int
+        var reply: [UInt8]
+        /// It reports a change (answered UNAVAILABLE if the change is undone).
+        var isChange: Bool
+    }
+
+    /// With durability "sync", keeps back a reply that reports a change or
+    /// reflects one not yet on disk (see CommitQueue); `reply` holds its bytes.
+    private func holdUntilDurable(
+        _ result: RequestHandler.Result, request: UnsafeRawBufferPointer, from source: Endpoint, socket: Int
+    ) -> Bool {
+        guard settings.durability == .sync, journal != nil else { return false }
+        let change: (name: Username, previous: Username?)? =
+            switch result.event {
+            case .registered(let name): (name, nil)
+            case .renamed(let previous, let name): (name, previous)
+            case .reintroduced(let previous, let name) where previous.text != name.text: (name, previous)
+            default: nil
+            }
+        if let change {
+            let held = HeldReply(request: Array(request), source: source, socket: socket, reply: reply, isChange: true)
+            commits.record(address: source.address, name: change.name, previous: change.previous, reply: held)
+            return true
+        }
+        guard commits.isPending(source.address) else { return false }
+        commits.hold(HeldReply(request: Array(request), source: source, socket: socket, reply: reply, isChange: false))
+        return true
+    }
+
+    /// Hands the queued changes to the journal thread, unless a commit is in flight.
+    private func startCommit() {
+        guard let journal, let lines = commits.startCommit() else { return }
+        if lines.isEmpty {
+            // Only replies waiting behind a commit that has completed since.
+            deliver(commits.commitSucceeded())
+            return
+        }
+        journal.commit(lines)
+    }
+
+    private func handleJournalOutcomes() throws {
+        guard let journal else { return }
+        for outcome in try journal.takeOutcomes() {
+            switch outcome {
+            case .committed(let length):
+                journalLength = length
+                if statusNote?.hasPrefix("registrations unavailable") == true { statusNote = nil }
+                deliver(commits.commitSucceeded())
+            case .failed(let error, let length):
+                journalLength = length
+                statusNote = "registrations unavailable: \(error)"
+                warn(.journalFailed, "registrations not saved: cannot write the journal; answered UNAVAILABLE", [
+                    "journal.path": "\(journal.path)", "error": "\(error)",
+                ])
+                let held = commits.commitFailed(registry: &registry)
+                dirty = true  // a snapshot taken meanwhile may hold what was undone
+                for reply in held { answerAgain(reply) }
+                updateStatus()
+            case .compacted(let length):
+                journalLength = length
+            case .compactionFailed(let error):
+                // The journal only keeps lines the snapshot covers too: harmless, retried next snapshot.
+                logger.warning("journal not compacted; it will be at the next snapshot", metadata: [
+                    "journal.path": "\(journal.path)", "error": "\(error)",
+                ])
+            }
+        }
+    }
+
+    /// Sends replies whose changes are on disk.
+    private func deliver(_ replies: [HeldReply]) {
+        for held in replies { sendOne(held.reply, on: held.socket, to: held.source) }
+    }
+
+    /// After a failed commit: a change is refused with UNAVAILABLE; anything
+    /// else is answered afresh from the registry as it now is.
+    private func answerAgain(_ held: HeldReply) {
+        if held.isChange {
+            guard case .request(let request) = RequestParse(held.request) else { return }
+            sendOne(Response.error(id: request.id, reason: .unavailable).bytes, on: held.socket, to: held.source)
+            return
+        }
+        let result = RequestHandler.handle(held.request, from: held.source.address, registry: &registry)
+        record(result, from: held.source)
+        guard let response = result.reply else { return }
+        reply.removeAll(keepingCapacity: true)
+        response.write(into: &reply)
+        let again = held.request
+        if again.withUnsafeBytes({ holdUntilDurable(result, request: $0, from: held.source, socket: held.socket) }) { return }
+        sendOne(reply, on: held.socket, to: held.source)
+    }
+
+    private func sendOne(_ bytes: [UInt8], on socket: Int, to destination: Endpoint) {
+        do {
+            if case .processed = try sockets[socket].send(bytes, to: destination) {
+                statistics.answered += 1
+                return
+            }
+            statistics.sendErrors += 1
+            warn(.sendFailed, "replies not sent: send buffer full", ["replies": "1"])
+        } catch {
+            statistics.sendErrors += 1
+            warn(.sendFailed, "replies not sent", ["replies": "1", "error": "\(error)"])
+        }
+    }
+
     // MARK: - Snapshots
 
     /// How a snapshot write ended, as the writer thread reports it.
@@ -462,6 +614,8 @@ public final class Server {
         var bytes: Int
         var duration: Duration
         var error: String?
+        /// Journal bytes this snapshot covers, to drop once it is durable.
+        var journalLength = 0
     }
 
     /// Where the writer thread leaves its outcome for the loop.
@@ -476,10 +630,12 @@ public final class Server {
         let path = settings.snapshotPath
         let savedAt = SystemClock.wallSeconds().seconds
         let outcome = writeOutcome
+        let covered = journalLength
         writing = true
         dirty = false
         snapshotWriter.run {
-            let result = writeSnapshot(records, to: path, savedAt: savedAt)
+            var result = writeSnapshot(records, to: path, savedAt: savedAt)
+            result.journalLength = covered
             outcome.value.withLock { $0 = result }
         }
     }
@@ -488,7 +644,12 @@ public final class Server {
     private func finishSnapshot() {
         guard let outcome = writeOutcome.value.withLock({ $0.take() }) else { return }
         writing = false
-        if !finish(outcome) { dirty = true }
+        guard finish(outcome) else {
+            dirty = true
+            return
+        }
+        // The snapshot holds every change in those journal bytes: drop them.
+        if let journal, outcome.journalLength > 0 { journal.compact(droppingFirst: outcome.journalLength) }
     }
 
     /// Logs a write's outcome and keeps STATUS= current; on failure the old

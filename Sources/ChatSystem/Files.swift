@@ -97,6 +97,14 @@ public enum FileSystem {
     }
 
     /// Whether anything (file, folder, ...) exists at `path`, following symlinks.
+    /// Cuts the file at `path` to `length` bytes and syncs it (for a torn journal tail).
+    public static func truncate(atPath path: String, length: Int) throws {
+        let fd = try Posix.open(path: path, flags: O_WRONLY)
+        defer { try? Posix.close(fd: fd) }
+        try Posix.truncate(fd: fd, length: length)
+        try Posix.fsync(fd: fd)
+    }
+
     public static func fileExists(atPath path: String) -> Bool {
         (try? Posix.stat(path: path)) != nil
     }
@@ -169,7 +177,7 @@ public enum FileSystem {
     }
 
     /// Makes a rename in `folder` durable.
-    private static func syncFolder(_ folder: String) throws {
+    static func syncFolder(_ folder: String) throws {
         let fd = try Posix.open(path: folder, flags: O_RDONLY | O_DIRECTORY)
         defer { try? Posix.close(fd: fd) }
         do {

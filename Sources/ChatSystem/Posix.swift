@@ -197,6 +197,17 @@ public enum Posix {
         isatty(fd) == 1
     }
 
+    public static func truncate(fd: Int32, length: Int) throws {
+        _ = try syscall("ftruncate") { ftruncate(fd, off_t(length)) }
+    }
+
+    /// The size of the open file `fd`.
+    public static func fileSize(fd: Int32) throws -> Int64 {
+        var status = Glibc.stat()
+        _ = try syscall("fstat") { fstat(fd, &status) }
+        return Int64(status.st_size)
+    }
+
     /// Sends `signal` to process `pid` (ESRCH if there is none, EPERM if not ours).
     public static func kill(pid: Int32, signal: Int32) throws {
         _ = try syscall("kill(\(pid))") { Glibc.kill(pid, signal) }

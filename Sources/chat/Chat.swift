@@ -18,7 +18,7 @@ enum Status: Int32 {
     case invalidUsername = 65
     case unreachable = 69
     case systemError = 71
-    case serverFull = 75
+    case tryLater = 75  // EX_TEMPFAIL
     case protocolError = 76
     case configError = 78
 }
@@ -46,7 +46,8 @@ struct Chat: ParsableCommand {
               65  the username is taken, or breaks the username rule
               69  server unreachable: no reply after the last attempt
               71  local error (e.g. the --bind address is not on this machine)
-              75  the server's registry is full (SERVER_FULL); try later
+              75  the server cannot take the registration now (SERVER_FULL,
+                  UNAVAILABLE); try later
               76  the server answered with an error this client did not expect
               78  the config file is invalid
 
@@ -129,7 +130,9 @@ struct ClientOptions: ParsableArguments {
         case .usernameInvalid(let name):
             finish(.invalidUsername, "the server refused \(name) as not a valid username: \(Username.rule)")
         case .serverFull:
-            finish(.serverFull, "the server at \(endpoint) is full and accepts no new users; try later")
+            finish(.tryLater, "the server at \(endpoint) is full and accepts no new users; try later")
+        case .unavailable:
+            finish(.tryLater, "the server at \(endpoint) cannot store registrations right now (UNAVAILABLE); try later")
         case .unexpectedUsername(let expected, let got):
             finish(.protocolError, "the server at \(endpoint) kept confirming \(got) instead of \(expected) after \(settings.maxAttempts) attempts")
         case .rejected(let reason, let detail):

@@ -1,8 +1,8 @@
 // chatd: the CHAT/1 server daemon.
 //
 // `run()` reads top to bottom in the order the daemon starts:
-// signals blocked → config → logging → sockets → snapshot → READY=1 → serve →
-// STOPPING=1 → final snapshot.
+// signals blocked → config → logging → sockets → snapshot → journal replay →
+// READY=1 → serve → STOPPING=1 → final snapshot.
 // Signals come first because the signalfd only works if SIGTERM, SIGINT and
 // SIGHUP are blocked before anything could start a thread.
 
@@ -106,10 +106,19 @@ struct Chatd: ParsableCommand {
             try listeningSockets(serverSettings.listen, logger: logger)
         }
         let loadStart = SystemClock.monotonicNow()
-        let registry = try orExit("cannot load snapshot \(serverSettings.snapshotPath)") {
+        var registry = try orExit("cannot load snapshot \(serverSettings.snapshotPath)") {
             try loadSnapshot(at: serverSettings.snapshotPath, maxUsers: serverSettings.maxUsers)
         }
+        let (journal, recovery) = try orExit("cannot recover the journal \(serverSettings.journalPath)") {
+            try JournalWriter.recover(
+                at: serverSettings.journalPath, into: &registry, durability: serverSettings.durability)
+        }
         let loadTime = SystemClock.monotonicNow() - loadStart
+        if recovery.droppedBytes > 0 {
+            logger.warning("journal ended in a torn line from a crash during a write; dropped it (it was never confirmed)", metadata: [
+                "journal.path": "\(serverSettings.journalPath)", "bytes": "\(recovery.droppedBytes)",
+            ])
+        }
         switch origin {
         case .systemd: logger.info("listening on sockets from systemd", metadata: ["sockets": "\(sockets.count)"])
         case .config: logger.info("listening on the configured address", metadata: ["listen": "\(serverSettings.listen)"])
@@ -119,11 +128,12 @@ struct Chatd: ParsableCommand {
         let server = try orExit("cannot start the event loop") {
             try Server(
                 settings: serverSettings, registry: registry, sockets: sockets, origin: origin, signals: signals,
-                logger: logger, reloadConfig: { try Config.load(path: configPath) })
+                journal: journal, logger: logger, reloadConfig: { try Config.load(path: configPath) })
         }
         logger.info("started", metadata: [
             "message.id": MessageID.started, "listen": "\(server.listening)", "users": "\(registry.count)",
             "snapshot.path": "\(serverSettings.snapshotPath)", "snapshot.load_ms": "\(loadTime.nanoseconds / 1_000_000)",
+            "journal.replayed": "\(recovery.lines)", "durability": "\(serverSettings.durability)",
             "config": "\(config ?? Config.defaultPath)",
         ])
         let saved = try orExit("event loop failed") { try server.run() }

@@ -61,7 +61,7 @@ private func rejection(_ text: String) -> ConfigError? {
         #expect(try Config.parse(text, path: file.path) == Config.defaults)
         // Every key is present in the shipped file, not just defaulted.
         for key in ["bind", "port", "server", "timeout_ms", "max_attempts", "backoff",
-                    "snapshot_path", "snapshot_interval_s", "max_users", "level", "target"] {
+                    "snapshot_path", "snapshot_interval_s", "max_users", "durability", "level", "target"] {
             #expect(text.contains("\n\(key) = "), "missing \(key)")
         }
     }
@@ -96,6 +96,7 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
         .init(toml: "[log]\nlevel = \"debug\"", expected: defaults { $0.log.level = .debug }),
         .init(toml: "[log]\nlevel = \"error\"", expected: defaults { $0.log.level = .error }),
         .init(toml: "[log]\ntarget = \"journal\"", expected: defaults { $0.log.target = .journal }),
+        .init(toml: "[registry]\ndurability = \"periodic\"", expected: defaults { $0.registry.durability = .periodic }),
         .init(toml: "[log]\ntarget = \"stderr\"", expected: defaults { $0.log.target = .stderr }),
         // Dotted keys and inline tables are the same tables to TOML.
         .init(toml: "server.port = 1\nlog = { level = \"notice\" }",
@@ -144,6 +145,7 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
             snapshot_path = "/var/lib/chatd/registry.json"
             snapshot_interval_s = 30
             max_users = 1000000
+            durability = "sync"
 
             [log]
             level = "info"
@@ -188,6 +190,7 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         .init("[registry]\nmax_user = 5", key: "registry.max_user", "snapshot_path, snapshot_interval_s, max_users"),
         .init("[log]\nlevels = \"info\"", key: "log.levels", "keys of [log] are level, target"),
         .init("[log]\ntarget = \"syslog\"", key: "log.target", "must be one of auto, journal, stderr, got \"syslog\""),
+        .init("[registry]\ndurability = \"always\"", key: "registry.durability", "must be one of sync, periodic"),
         .init("[server.extra]\nx = 1", key: "server.extra", "unknown key"),
         .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [log]"),
         .init("port = 7447", key: "port", "unknown key outside any section"),

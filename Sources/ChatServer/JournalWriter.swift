@@ -1,0 +1,127 @@
+// The registration journal's file, written by a thread of its own.
+//
+// fdatasync takes milliseconds to tens of milliseconds. On the event loop
+// it would hold up every CONNECT behind it; here it holds up only the
+// replies that wait for it (see CommitQueue). The thread runs jobs in order,
+// appends-and-syncs and compactions alike, so they never race on the file,
+// and reports each outcome through its eventfd to the loop, which reads them
+// with `takeOutcomes()`. Only this thread touches the open file after start.
+
+import ChatConfig
+import ChatCore
+import ChatSystem
+import Synchronization
+
+public final class JournalWriter: Sendable {
+    enum Outcome: Sendable {
+        /// A group is on disk; the file now holds `length` bytes.
+        case committed(length: Int)
+        /// A group could not be written; the file is back at `length` bytes.
+        case failed(error: String, length: Int)
+        /// The lines a snapshot covers were dropped; `length` bytes remain.
+        case compacted(length: Int)
+        case compactionFailed(error: String)
+    }
+
+    public let path: String
+    private let thread: BackgroundThread
+    private let file: FileBox
+    private let outcomes = Mutex<[Outcome]>([])
+    /// Bytes of the file when it was opened (for the loop's bookkeeping).
+    let initialLength: Int
+
+    /// The open file, touched only by the journal thread once serving starts.
+    private final class FileBox: @unchecked Sendable {
+        var file: AppendFile
+        init(_ file: AppendFile) { self.file = file }
+    }
+
+    public init(path: String) throws {
+        self.path = path
+        let file = try AppendFile(path: path)
+        initialLength = file.length
+        self.file = FileBox(file)
+        thread = try BackgroundThread()
+    }
+
+    /// What opening the journal at start found.
+    public struct Recovery: Sendable {
+        /// Changes replayed onto the snapshot.
+        public var lines = 0
+        /// Bytes of a torn last line that were cut off (a crash during an append).
+        public var droppedBytes = 0
+    }
+
+    /// Replays the journal at `path` onto `registry` (a torn last line is cut
+    /// off the file first) and opens it for appending. With durability
+    /// "periodic" a missing journal stays missing and nil is returned.
+    /// Damage other than a torn tail throws, leaving the file untouched.
+    public static func recover(
+        at path: String, into registry: inout Registry, durability: Durability
+    ) throws -> (JournalWriter?, Recovery) {
+        var recovery = Recovery()
+        if let bytes = try FileSystem.readFile(atPath: path) {
+            let replay = try Journal.replay(bytes, into: &registry)
+            recovery.lines = replay.lines
+            if replay.tornTail {
+                recovery.droppedBytes = bytes.count - replay.validLength
+                try FileSystem.truncate(atPath: path, length: replay.validLength)
+            }
+        } else if durability == .periodic {
+            return (nil, recovery)
+        }
+        return (try JournalWriter(path: path), recovery)
+    }
+
+    /// Readable when outcomes wait.
+    var fd: Int32 { thread.fd }
+
+    /// Appends `lines` and syncs them.
+    func commit(_ lines: [UInt8]) {
+        thread.run { [self] in
+            let outcome: Outcome
+            let before = file.file.length
+            do {
+                try file.file.append(lines)
+                try file.file.sync()
+                outcome = .committed(length: file.file.length)
+            } catch {
+                // Lines that were written but not synced are unconfirmed: cut them.
+                if file.file.length != before { try? file.file.truncate(to: before) }
+                outcome = .failed(error: "\(error)", length: file.file.length)
+            }
+            outcomes.withLock { $0.append(outcome) }
+        }
+    }
+
+    /// Drops the first `count` bytes, which a durable snapshot now covers:
+    /// the rest is written to a new file that replaces the journal atomically.
+    func compact(droppingFirst count: Int) {
+        thread.run { [self] in
+            let outcome: Outcome
+            do {
+                let all = try FileSystem.readFile(atPath: path) ?? []
+                try FileSystem.writeAtomically(Array(all[min(count, all.count)...]), toPath: path)
+                file.file = try AppendFile(path: path)
+                outcome = .compacted(length: file.file.length)
+            } catch {
+                outcome = .compactionFailed(error: "\(error)")
+            }
+            outcomes.withLock { $0.append(outcome) }
+        }
+    }
+
+    /// Outcomes since the last call, in order.
+    func takeOutcomes() throws -> [Outcome] {
+        _ = try thread.acknowledge()
+        return outcomes.withLock { taken in
+            defer { taken.removeAll() }
+            return taken
+        }
+    }
+
+    /// Blocks until a job has finished (for the final commits at exit).
+    func waitForOutcome() throws {
+        try thread.waitForCompletion()
+    }
+}
