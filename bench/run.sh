@@ -113,7 +113,10 @@ free_port() {
 # --- Servers -----------------------------------------------------------------
 # start_* set: pid, port, startup_ms (launch to first answered request).
 
-# Writes NAME's chatd config with snapshot_interval_s INTERVAL.
+# Writes NAME's chatd config with snapshot_interval_s INTERVAL. The rate
+# limit is off (a generator sends far more than 20 datagrams a second from
+# each address); durability stays at its default, "sync", so the mixed rows
+# include the journal's fdatasyncs.
 chatd_config() {
     local name=$1 port=$2 interval=$3
     cat >"$work/$name/chatd.toml.new" <<EOF
@@ -124,6 +127,8 @@ port = $port
 snapshot_path = "$work/$name/registry.json"
 snapshot_interval_s = $interval
 max_users = 2000000
+[limits]
+rate_per_ip = 0
 [log]
 level = "warning"
 target = "stderr"

@@ -73,6 +73,20 @@ public struct Config: Equatable, Sendable {
         }
     }
 
+    /// Flood protection: a token bucket per source address, applied before
+    /// a datagram is even parsed.
+    public struct Limits: Equatable, Sendable {
+        /// Datagrams per second each address may send on average; 0 turns limiting off.
+        public var ratePerIP: Double
+        /// How many datagrams an address may send at once.
+        public var burstPerIP: Int
+
+        public init(ratePerIP: Double = 20, burstPerIP: Int = 40) {
+            self.ratePerIP = ratePerIP
+            self.burstPerIP = burstPerIP
+        }
+    }
+
     public struct Log: Equatable, Sendable {
         /// The least severe level that is written.
         public var level: LogLevel
@@ -88,12 +102,17 @@ public struct Config: Equatable, Sendable {
     public var server: Server
     public var client: Client
     public var registry: Registry
+    public var limits: Limits
     public var log: Log
 
-    public init(server: Server = Server(), client: Client = Client(), registry: Registry = Registry(), log: Log = Log()) {
+    public init(
+        server: Server = Server(), client: Client = Client(), registry: Registry = Registry(), limits: Limits = Limits(),
+        log: Log = Log()
+    ) {
         self.server = server
         self.client = client
         self.registry = registry
+        self.limits = limits
         self.log = log
     }
 

@@ -22,6 +22,7 @@ extension Config {
         ("server", ["bind", "port"]),
         ("client", ["server", "port", "timeout_ms", "max_attempts", "backoff"]),
         ("registry", ["snapshot_path", "snapshot_interval_s", "max_users", "durability"]),
+        ("limits", ["rate_per_ip", "burst_per_ip"]),
         ("log", ["level", "target"]),
     ]
 
@@ -31,6 +32,8 @@ extension Config {
     static let backoffRange = 1.0...10.0
     static let snapshotIntervalSecondsRange = 1...86_400
     static let maxUsersRange = 1...100_000_000
+    static let ratePerIPRange = 0.0...1_000_000.0
+    static let burstPerIPRange = 0...1_000_000
 
     /// Parses and checks the text of a config file. `path` is used only to
     /// name the file in errors. Missing sections and keys take their defaults.
@@ -88,18 +91,7 @@ extension Config {
             "timeout_ms", in: timeoutMillisecondsRange, default: defaults.client.timeoutMilliseconds)
         config.client.maxAttempts = try client.integer(
             "max_attempts", in: maxAttemptsRange, default: defaults.client.maxAttempts)
-        config.client.backoff = try client.value("backoff", default: defaults.client.backoff) { value throws(ConfigError) in
-            let requirement =
-                "must be a number from \(backoffRange.lowerBound) to \(backoffRange.upperBound)"
-            // An integer is accepted because `backoff = 2` reads naturally.
-            guard let number = value.double ?? value.int.map(Double.init) else {
-                throw client.error("backoff", "\(requirement), got \(kind(of: value))")
-            }
-            guard number.isFinite, backoffRange.contains(number) else {
-                throw client.error("backoff", "\(requirement), got \(number)")
-            }
-            return number
-        }
+        config.client.backoff = try client.number("backoff", in: backoffRange, default: defaults.client.backoff)
 
         let registry = sections["registry"]!
         config.registry.snapshotPath = try registry.value(
@@ -120,6 +112,11 @@ extension Config {
         config.registry.maxUsers = try registry.integer(
             "max_users", in: maxUsersRange, default: defaults.registry.maxUsers)
         config.registry.durability = try registry.oneOf("durability", default: defaults.registry.durability)
+
+        let limits = sections["limits"]!
+        config.limits.ratePerIP = try limits.number("rate_per_ip", in: ratePerIPRange, default: defaults.limits.ratePerIP)
+        config.limits.burstPerIP = try limits.integer(
+            "burst_per_ip", in: burstPerIPRange, default: defaults.limits.burstPerIP)
 
         let log = sections["log"]!
         config.log.level = try log.oneOf("level", default: defaults.log.level)
@@ -211,6 +208,18 @@ private struct Section {
             }
             guard range.contains(integer) else { throw error(key, "\(requirement), got \(integer)") }
             return integer
+        }
+    }
+
+    /// A finite number in `range`; an integer is accepted too (`backoff = 2` reads naturally).
+    func number(_ key: String, in range: ClosedRange<Double>, default fallback: Double) throws(ConfigError) -> Double {
+        try value(key, default: fallback) { value throws(ConfigError) in
+            let requirement = "must be a number from \(range.lowerBound) to \(range.upperBound)"
+            guard let number = value.double ?? value.int.map(Double.init) else {
+                throw error(key, "\(requirement), got \(Config.kind(of: value))")
+            }
+            guard number.isFinite, range.contains(number) else { throw error(key, "\(requirement), got \(number)") }
+            return number
         }
     }
 

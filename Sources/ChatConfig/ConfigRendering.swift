@@ -32,6 +32,7 @@ extension Config {
                     ("durability", quoted(registry.durability.rawValue)),
                 ]
             ),
+            ("limits", [("rate_per_ip", "\(limits.ratePerIP)"), ("burst_per_ip", "\(limits.burstPerIP)")]),
             ("log", [("level", quoted(log.level.rawValue)), ("target", quoted(log.target.rawValue))]),
         ]
         return sections.map { name, entries in

@@ -13,7 +13,7 @@
 //   introduce:  INTRODUCE NAME, as in join, done(NAME) on SUCCESS NAME
 //
 // Attempts. Every attempt carries a fresh id (the first is random, then each
-// is one more, so no two attempts of a run share one). Attempt n waits
+// is one more, so no two attempts of a run share one; all have 10 digits). Attempt n waits
 // `timeout × backoff^(n-1)` plus up to `jitter` of that at random, capped at
 // `maxWait`; when it runs out the next attempt starts, and after `maxAttempts`
 // attempts of one request the handshake ends as unreachable. The count starts
@@ -125,8 +125,12 @@ public struct Handshake<Random: RandomNumberGenerator> {
         self.server = server
         self.settings = settings
         self.random = random
-        self.nextID = self.random.next()
+        self.nextID = self.random.next() | Self.minimumID
     }
+
+    /// Ids keep 10 digits, so that no reply is over 3 times its request's
+    /// size and a server's amplification limit never drops one of ours.
+    private static var minimumID: UInt32 { 0x4000_0000 }
 
     /// When the machine next needs `timerFired`, or nil when it is idle or done.
     public var deadline: Instant? {
@@ -193,7 +197,7 @@ public struct Handshake<Random: RandomNumberGenerator> {
 
     private mutating func attempt(_ step: Step, number: Int, now: Instant) -> [HandshakeAction] {
         let id = nextID
-        nextID &+= 1
+        nextID = max(nextID &+ 1, Self.minimumID)
         let wait = settings.wait(forAttempt: number)
         let extra = Double(wait.nanoseconds) * settings.jitter * Double.random(in: 0..<1, using: &random)
         let deadline = now + wait + .nanoseconds(Int64(extra))

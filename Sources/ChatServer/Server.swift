@@ -40,6 +40,8 @@ public final class Server {
         public var logTarget: LogTarget
         public var durability: Durability
         public var journalPath: String
+        public var ratePerIP: Double
+        public var burstPerIP: Int
 
         public init(_ config: Config) {
             listen = Endpoint(config.server.bind, port: config.server.port)
@@ -50,6 +52,8 @@ public final class Server {
             logTarget = config.log.target
             durability = config.registry.durability
             journalPath = config.registry.journalPath
+            ratePerIP = config.limits.ratePerIP
+            burstPerIP = config.limits.burstPerIP
         }
     }
 
@@ -60,6 +64,10 @@ public final class Server {
         public var dropped = 0
         public var malformed = 0
         public var sendErrors = 0
+        /// Dropped by the per-address rate limit.
+        public var rateLimited = 0
+        /// Not answered because the reply would be over 3 times the request's size.
+        public var amplificationDropped = 0
     }
 
     /// Where the listening sockets came from, which decides whether the
@@ -91,6 +99,7 @@ public final class Server {
     /// Bytes of the journal known to be on disk.
     private var journalLength = 0
     private var throttle = Throttle<Warning>(window: .seconds(10))
+    private var limiter: RateLimiter
     /// Reused for every batch: received requests, replies to send, one reply's bytes.
     private let incoming = DatagramBatch()
     private let outgoing = DatagramBatch()
@@ -116,7 +125,7 @@ public final class Server {
 
     /// Repeatable warnings, summarised by the throttle.
     private enum Warning: Hashable, Sendable {
-        case malformed, receiveFailed, sendFailed, snapshotFailed, registryFull, journalFailed
+        case malformed, receiveFailed, sendFailed, snapshotFailed, registryFull, journalFailed, rateLimited
     }
 
     /// - Parameters:
@@ -138,6 +147,7 @@ public final class Server {
         self.logger = logger
         self.logger.logLevel = settings.logLevel
         self.reloadConfig = reloadConfig
+        limiter = RateLimiter(rate: settings.ratePerIP, burst: Double(settings.burstPerIP))
         epoll = try Epoll()
         snapshotTimer = try TimerFD()
         housekeepingTimer = try TimerFD()
@@ -214,6 +224,8 @@ public final class Server {
             "message.id": MessageID.stopping, "users": "\(registry.count)",
             "datagrams.received": "\(statistics.received)", "datagrams.dropped": "\(statistics.dropped)",
             "datagrams.malformed": "\(statistics.malformed)", "send.errors": "\(statistics.sendErrors)",
+            "datagrams.rate_limited": "\(statistics.rateLimited)",
+            "datagrams.unanswered_amplification": "\(statistics.amplificationDropped)",
         ])
         // Changes already applied get their answer, then the final snapshot covers them.
         startCommit()
@@ -243,6 +255,8 @@ public final class Server {
     /// Most batches handled per wake-up and socket (8 × 64 datagrams), so a
     /// flood cannot starve signals and timers.
     private static let batchesPerWakeup = 8
+    /// No reply is more than this many times the size of its request.
+    static let amplificationLimit = 3
 
     /// Receives, answers and sends in batches until the socket is empty or
     /// the per-wake-up limit is reached. Nothing here allocates for a CONNECT.
@@ -260,8 +274,15 @@ public final class Server {
             guard count > 0 else { return }
             statistics.received += count
             outgoing.removeAll()
+            let now = limiter.isEnabled ? SystemClock.monotonicNow() : .zero
             for index in 0..<count {
                 let source = incoming.source(at: index)
+                // Before parsing: a flood costs one hash lookup a datagram.
+                guard limiter.allow(source.address, now: now) else {
+                    statistics.rateLimited += 1
+                    warn(.rateLimited, "datagrams dropped: over the per-address rate limit", ["client.ip": "\(source.address)"])
+                    continue
+                }
                 // A datagram cut to the buffer is still longer than 512
                 // bytes, so the handler still sees it as oversized.
                 let payload = incoming.payload(at: index)
@@ -270,6 +291,11 @@ public final class Server {
                 guard let response = result.reply else { continue }
                 reply.removeAll(keepingCapacity: true)
                 response.write(into: &reply)
+                guard reply.count <= Self.amplificationLimit * payload.count else {
+                    // A forged source must not get back more than it sent, times 3.
+                    statistics.amplificationDropped += 1
+                    continue
+                }
                 if holdUntilDurable(result, request: payload, from: source, socket: socketIndex) { continue }
                 reply.withUnsafeBytes { _ = outgoing.append($0, replyingTo: index, of: incoming) }
             }
@@ -374,6 +400,7 @@ public final class Server {
             case .sendFailed: report(kind, "replies not sent", count: count)
             case .registryFull: report(kind, "registrations refused: registry full", count: count)
             case .journalFailed: report(kind, "registrations not saved: cannot write the journal; answered UNAVAILABLE", count: count)
+            case .rateLimited: report(kind, "datagrams dropped: over the per-address rate limit", count: count)
             case .snapshotFailed: report(kind, "snapshot failed, keeping the previous one; will retry", count: count)
             }
         }
@@ -470,6 +497,8 @@ public final class Server {
             }
         }
         registry.maxUsers = new.maxUsers
+        limiter.rate = new.ratePerIP
+        limiter.burst = Double(new.burstPerIP)
         logger.logLevel = new.logLevel
         settings = new
         statusNote = "config reloaded"

@@ -61,7 +61,8 @@ private func rejection(_ text: String) -> ConfigError? {
         #expect(try Config.parse(text, path: file.path) == Config.defaults)
         // Every key is present in the shipped file, not just defaulted.
         for key in ["bind", "port", "server", "timeout_ms", "max_attempts", "backoff",
-                    "snapshot_path", "snapshot_interval_s", "max_users", "durability", "level", "target"] {
+                    "snapshot_path", "snapshot_interval_s", "max_users", "durability", "rate_per_ip",
+                    "burst_per_ip", "level", "target"] {
             #expect(text.contains("\n\(key) = "), "missing \(key)")
         }
     }
@@ -97,6 +98,8 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
         .init(toml: "[log]\nlevel = \"error\"", expected: defaults { $0.log.level = .error }),
         .init(toml: "[log]\ntarget = \"journal\"", expected: defaults { $0.log.target = .journal }),
         .init(toml: "[registry]\ndurability = \"periodic\"", expected: defaults { $0.registry.durability = .periodic }),
+        .init(toml: "[limits]\nrate_per_ip = 0\nburst_per_ip = 0", expected: defaults { $0.limits = .init(ratePerIP: 0, burstPerIP: 0) }),
+        .init(toml: "[limits]\nrate_per_ip = 2.5", expected: defaults { $0.limits.ratePerIP = 2.5 }),
         .init(toml: "[log]\ntarget = \"stderr\"", expected: defaults { $0.log.target = .stderr }),
         // Dotted keys and inline tables are the same tables to TOML.
         .init(toml: "server.port = 1\nlog = { level = \"notice\" }",
@@ -147,6 +150,10 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
             max_users = 1000000
             durability = "sync"
 
+            [limits]
+            rate_per_ip = 20.0
+            burst_per_ip = 40
+
             [log]
             level = "info"
             target = "auto"
@@ -191,8 +198,10 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         .init("[log]\nlevels = \"info\"", key: "log.levels", "keys of [log] are level, target"),
         .init("[log]\ntarget = \"syslog\"", key: "log.target", "must be one of auto, journal, stderr, got \"syslog\""),
         .init("[registry]\ndurability = \"always\"", key: "registry.durability", "must be one of sync, periodic"),
+        .init("[limits]\nrate_per_ip = -1", key: "limits.rate_per_ip", "must be a number from 0.0 to 1000000.0, got -1.0"),
+        .init("[limits]\nburst_per_ip = 1.5", key: "limits.burst_per_ip", "must be an integer from 0 to 1000000"),
         .init("[server.extra]\nx = 1", key: "server.extra", "unknown key"),
-        .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [log]"),
+        .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [limits], [log]"),
         .init("port = 7447", key: "port", "unknown key outside any section"),
         .init("[log]\n\"le vel\" = 1", key: "log.\"le vel\"", "unknown key"),
         // Sections that are not tables, keys that are.

@@ -83,7 +83,9 @@ struct DaemonTests {
             _ = try socket.send(bytes, to: Endpoint(.loopbackIPv4, port: daemon.port))
         }
         #expect(try daemon.request("CHAT/1 2 CONNECT", from: "127.0.0.6") == "CHAT/1 2 SUCCESS dave")
-        #expect(try daemon.request("CHAT/1 3 CONNECT", from: "127.0.0.8") == "CHAT/1 3 ERROR CLIENT_NOT_FOUND")
+        // 127.0.0.8 has spent its rate-limit tokens: a retrying client still gets through.
+        let flooder = try chat(["connect", "--bind", "127.0.0.8"], port: daemon.port)
+        #expect(flooder.status == 3, "\(flooder.stderr)")
         #expect(try daemon.request("CHAT/1 4 CONNECT", from: "127.0.0.7") == "CHAT/1 4 ERROR CLIENT_NOT_FOUND")
     }
 
@@ -213,6 +215,38 @@ struct DaemonTests {
         let missing = try runProgram(Binaries.chatd, ["--check-config", "--config", daemon.folder.appendingPathComponent("nope.toml").path])
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("nope.toml"))
+    }
+
+    @Test func eachAddressIsRateLimitedOnItsOwn() throws {
+        let daemon = try Daemon(extraConfig: "[limits]\nrate_per_ip = 5\nburst_per_ip = 10")
+        try daemon.start()
+        let socket = try UDPSocket(binding: Endpoint(IPAddress("127.0.0.50")!, port: 0))
+        defer { try? socket.close() }
+        for i in 0..<60 {
+            _ = try socket.send(Array("CHAT/1 \(i + 10) CONNECT".utf8), to: Endpoint(.loopbackIPv4, port: daemon.port))
+        }
+        var answered = 0
+        while try socket.waitReadable(timeoutMilliseconds: 500), case .processed = try socket.receive() { answered += 1 }
+        #expect(answered >= 10 && answered <= 14, "answered \(answered) of 60")
+        // Another address is not affected; the limited one is logged in a summary.
+        #expect(try daemon.request("CHAT/1 1 CONNECT", from: "127.0.0.51") == "CHAT/1 1 ERROR CLIENT_NOT_FOUND")
+        #expect(daemon.waitForLog("over the per-address rate limit"))
+    }
+
+    @Test func noReplyIsMoreThanThreeTimesItsRequest() throws {
+        let daemon = try Daemon()
+        try daemon.start()
+        let long = String(repeating: "w", count: 32)
+        #expect(try daemon.request("CHAT/1 1234 INTRODUCE \(long)", from: "127.0.0.52") == "CHAT/1 1234 SUCCESS \(long)")
+        // 16 bytes asking for a 49-byte answer: dropped. With a 2-digit id it is 50 for 17.
+        #expect(try daemon.request("CHAT/1 7 CONNECT", from: "127.0.0.52", timeout: .milliseconds(300)) == nil)
+        #expect(try daemon.request("CHAT/1 77 CONNECT", from: "127.0.0.52") == "CHAT/1 77 SUCCESS \(long)")
+        // The 5-byte "CHAT/" would earn a 34-byte UNSUPPORTED_VERSION.
+        #expect(try daemon.request("CHAT/", from: "127.0.0.53", timeout: .milliseconds(300)) == nil)
+        #expect(try daemon.request("CHAT/2 5 CONNECT", from: "127.0.0.53") == "CHAT/1 5 ERROR UNSUPPORTED_VERSION")
+        // chat's ids always have 10 digits, so its answers always come.
+        let joined = try chat(["connect", "--bind", "127.0.0.52"], port: daemon.port)
+        #expect(joined.lastLine == long)
     }
 
     @Test func aPortInUseIsAClearError() throws {
