@@ -100,6 +100,9 @@ public final class Server {
     private var journalLength = 0
     private var throttle = Throttle<Warning>(window: .seconds(10))
     private var limiter: RateLimiter
+    /// `logger.logLevel <= .debug`, kept apart: asking the logger copies its
+    /// handler, a cost on every datagram.
+    private var debugLogging: Bool
     /// Reused for every batch: received requests, replies to send, one reply's bytes.
     private let incoming = DatagramBatch()
     private let outgoing = DatagramBatch()
@@ -147,7 +150,9 @@ public final class Server {
         self.logger = logger
         self.logger.logLevel = settings.logLevel
         self.reloadConfig = reloadConfig
-        limiter = RateLimiter(rate: settings.ratePerIP, burst: Double(settings.burstPerIP))
+        limiter = RateLimiter(
+            rate: settings.ratePerIP, burst: Double(settings.burstPerIP), seed: .random(in: .min ... .max))
+        debugLogging = settings.logLevel <= .debug
         epoll = try Epoll()
         snapshotTimer = try TimerFD()
         housekeepingTimer = try TimerFD()
@@ -274,7 +279,7 @@ public final class Server {
             guard count > 0 else { return }
             statistics.received += count
             outgoing.removeAll()
-            let now = limiter.isEnabled ? SystemClock.monotonicNow() : .zero
+            let now = SystemClock.monotonicNow()
             for index in 0..<count {
                 let source = incoming.source(at: index)
                 // Before parsing: a flood costs one hash lookup a datagram.
@@ -344,7 +349,7 @@ public final class Server {
             warn(.registryFull, "registrations refused: registry full", metadata)
         case .connected, .reintroduced, .taken, .notFound, .invalidUsername:
             // The common case: only describe it when someone asked for debug.
-            guard logger.logLevel <= .debug else { return }
+            guard debugLogging else { return }
             var metadata = metadata(result, source)
             metadata["result"] = "\(event.summary)"
             switch event {
@@ -500,6 +505,7 @@ public final class Server {
         limiter.rate = new.ratePerIP
         limiter.burst = Double(new.burstPerIP)
         logger.logLevel = new.logLevel
+        debugLogging = new.logLevel <= .debug
         settings = new
         statusNote = "config reloaded"
         logger.info("config reloaded", metadata: [
