@@ -32,8 +32,8 @@ public final class UDPSocket: Sendable {
     ///     socket bind the same address and port and silently share the
     ///     traffic, so it is off unless asked for: a second daemon should fail
     ///     with EADDRINUSE, not steal datagrams.
-    ///   - receiveBufferSize: SO_RCVBUF in bytes, if given (the kernel doubles
-    ///     it and caps it at net.core.rmem_max).
+    ///   - receiveBufferSize: the receive buffer in bytes, if given (the kernel
+    ///     doubles it; without privilege it is capped at net.core.rmem_max).
     public init(binding endpoint: Endpoint, reuseAddress: Bool = false, receiveBufferSize: Int? = nil) throws {
         let isIPv6 = !endpoint.address.isIPv4
         let fd = try Self.openSocket(isIPv6: isIPv6)
@@ -42,7 +42,13 @@ public final class UDPSocket: Sendable {
                 try Self.setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)")
             }
             if let size = receiveBufferSize {
-                try Self.setOption(fd, SOL_SOCKET, SO_RCVBUF, Int32(clamping: size), "setsockopt(SO_RCVBUF)")
+                // SO_RCVBUFFORCE passes net.core.rmem_max when we may (root,
+                // CAP_NET_ADMIN); otherwise the kernel caps SO_RCVBUF there.
+                do {
+                    try Self.setOption(fd, SOL_SOCKET, SO_RCVBUFFORCE, Int32(clamping: size), "setsockopt(SO_RCVBUFFORCE)")
+                } catch {
+                    try Self.setOption(fd, SOL_SOCKET, SO_RCVBUF, Int32(clamping: size), "setsockopt(SO_RCVBUF)")
+                }
             }
             if endpoint.address == .anyIPv6 {
                 try Self.setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 0, "setsockopt(IPV6_V6ONLY)")

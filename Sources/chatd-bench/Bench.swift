@@ -4,6 +4,7 @@
 // prints throughput, round-trip latency and losses; `snapshot` writes a
 // registry snapshot of N made-up users for chatd to start with; `wait` waits
 // for a server to answer its first request (how bench/run.sh times a start);
+// `flood` sends garbage from thousands of addresses while timing a real client;
 // `selftest` checks the tool's own pure pieces. This file holds only the
 // command tree and its help; each subcommand has a file of its own.
 
@@ -31,11 +32,13 @@ struct Bench: ParsableCommand {
               chatd-bench snapshot 1000000 /tmp/registry.json
                                                    a snapshot of 1M users
               chatd-bench wait --port 7447         time until a server answers
+              chatd-bench flood --port 7447 --server-pid $(pidof chatd)
+                                                   1M bad datagrams vs one real client
 
             `make bench` runs the whole suite against chatd and the C refserver; \
             docs/PERFORMANCE.md explains it.
             """,
-        subcommands: [RunCommand.self, SnapshotCommand.self, WaitCommand.self, SelfTestCommand.self],
+        subcommands: [RunCommand.self, SnapshotCommand.self, WaitCommand.self, FloodCommand.self, SelfTestCommand.self],
         defaultSubcommand: RunCommand.self)
 
     static let figuresHelp = """

@@ -35,8 +35,13 @@ enum ProcFS {
 
     /// VmRSS in kibibytes, from the text of /proc/PID/status.
     static func residentKiB(statusText bytes: [UInt8]) -> UInt64? {
-        for line in bytes.split(separator: UInt8(ascii: "\n")) where line.starts(with: "VmRSS:".utf8) {
-            let digits = line.dropFirst(6).filter { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }
+        field("VmRSS:", statusText: bytes)
+    }
+
+    /// A "Name:   1234 kB" line of /proc/PID/status, in KiB (VmRSS:, VmHWM: …).
+    static func field(_ name: String, statusText bytes: [UInt8]) -> UInt64? {
+        for line in bytes.split(separator: UInt8(ascii: "\n")) where line.starts(with: name.utf8) {
+            let digits = line.dropFirst(name.utf8.count).filter { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }
             guard digits.count > 3, digits.suffix(2).elementsEqual("kB".utf8) else { return nil }
             return decimal(digits.dropLast(2))
         }

@@ -175,7 +175,8 @@ struct Chatd: ParsableCommand {
         if !ours.isEmpty {
             return (try ours.map { try UDPSocket(adopting: $0.fd) }, .systemd)
         }
-        return ([try UDPSocket(binding: listen)], .config)
+        // As much room as chatd.socket's ReceiveBuffer=, for bursts and floods.
+        return ([try UDPSocket(binding: listen, receiveBufferSize: 8 << 20)], .config)
     }
 
     /// The registry in the snapshot file; an empty one (and its folder
