@@ -7,8 +7,12 @@
 //   housekeeping (1s) -> STATUS= for systemd when it changed, overdue log summaries
 //   watchdog timer    -> WATCHDOG=1 at half systemd's interval, if the loop is healthy
 //
-// Everything the protocol decides happens in ChatCore's RequestHandler; this
-// file moves bytes, keeps time, talks to systemd and decides what to log.
+// Everything the protocol decides happens in ChatCore's RequestHandler; the
+// server moves bytes, keeps time, talks to systemd and decides what to log.
+// This file holds the state, the loop and the datagram path; the other
+// concerns have files of their own: Server+Durability (the journal and held
+// replies), Server+Snapshots, Server+Signals (stop, reload), Server+Timers
+// (STATUS=, log summaries, the watchdog).
 // Only epoll_wait blocks. Snapshots are encoded and written on a background
 // thread from a copy of the registry's records, which costs the loop almost
 // nothing: the records are copy-on-write chunks, so the loop's next changes
@@ -77,58 +81,71 @@ public final class Server {
         case systemd
     }
 
-    private var settings: Settings
-    private var registry: Registry
-    private var logger: Logger
-    private let sockets: [UDPSocket]
-    private let origin: SocketOrigin
-    private let reloadConfig: () throws -> Config
-    private let epoll: Epoll
-    private let signals: SignalFD
-    private let snapshotTimer: TimerFD
-    private let housekeepingTimer: TimerFD
-    private let watchdogTimer: TimerFD?
-    private let snapshotWriter: BackgroundThread
+    var settings: Settings
+    var registry: Registry
+    var logger: Logger
+    let sockets: [UDPSocket]
+    let origin: SocketOrigin
+    let reloadConfig: () throws -> Config
+    let epoll: Epoll
+    let signals: SignalFD
+    let snapshotTimer: TimerFD
+    let housekeepingTimer: TimerFD
+    let watchdogTimer: TimerFD?
+    let snapshotWriter: BackgroundThread
     /// The outcome of the background write in flight, set by the writer thread.
-    private let writeOutcome = OutcomeBox()
-    private var writing = false
+    let writeOutcome = OutcomeBox()
+    var writing = false
     /// The journal (durability "sync", or one left by an earlier run to compact).
-    private let journal: JournalWriter?
+    let journal: JournalWriter?
     /// Changes applied but not yet on disk, and the replies waiting for them.
-    private var commits = CommitQueue<HeldReply>()
+    var commits = CommitQueue<HeldReply>()
     /// Bytes of the journal known to be on disk.
-    private var journalLength = 0
-    private var throttle = Throttle<Warning>(window: .seconds(10))
-    private var limiter: RateLimiter
+    var journalLength = 0
+    var throttle = Throttle<Warning>(window: .seconds(10))
+    var limiter: RateLimiter
     /// `logger.logLevel <= .debug`, kept apart: asking the logger copies its
     /// handler, a cost on every datagram.
-    private var debugLogging: Bool
+    var debugLogging: Bool
     /// Reused for every batch: received requests, replies to send, one reply's bytes.
-    private let incoming = DatagramBatch()
-    private let outgoing = DatagramBatch()
-    private var reply: [UInt8] = []
+    let incoming = DatagramBatch()
+    let outgoing = DatagramBatch()
+    var reply: [UInt8] = []
 
     /// The registry changed since the last snapshot was written.
-    private var dirty = false
-    private var running = true
-    private var lastSnapshot: Int64?
+    var dirty = false
+    var running = true
+    var lastSnapshot: Int64?
     /// The latest event worth showing in STATUS= (a reload, a failure).
-    private var statusNote: String?
-    private var sentStatus = ""
-    private var lastHousekeeping = SystemClock.monotonicNow()
+    var statusNote: String?
+    var sentStatus = ""
+    var lastHousekeeping = SystemClock.monotonicNow()
     /// Reloads handled so far, for `chatd --reload`.
-    private var reloads = 0
-    public private(set) var statistics = Statistics()
+    var reloads = 0
+    public internal(set) var statistics = Statistics()
 
-    private enum Tag: UInt64 {
+    enum Tag: UInt64 {
         case signals = 1, snapshotTimer, snapshotWriter, journal, housekeeping, watchdog
         /// Sockets are tagged socketBase + index.
         static let socketBase: UInt64 = 100
     }
 
-    /// Repeatable warnings, summarised by the throttle.
-    private enum Warning: Hashable, Sendable {
+    /// Repeatable warnings, summarised by the throttle: the first at once,
+    /// then at most one line per kind per 10 s with a count.
+    enum Warning: Hashable, Sendable {
         case malformed, receiveFailed, sendFailed, snapshotFailed, registryFull, journalFailed, rateLimited
+
+        var message: Logger.Message {
+            switch self {
+            case .malformed: "malformed datagrams received"
+            case .receiveFailed: "receive failed"
+            case .sendFailed: "replies not sent"
+            case .snapshotFailed: "snapshot failed, keeping the previous one; will retry"
+            case .registryFull: "registrations refused: registry full"
+            case .journalFailed: "registrations not saved: cannot write the journal; answered UNAVAILABLE"
+            case .rateLimited: "datagrams dropped: over the per-address rate limit"
+            }
+        }
     }
 
     /// - Parameters:
@@ -259,13 +276,13 @@ public final class Server {
 
     /// Most batches handled per wake-up and socket (8 × 64 datagrams), so a
     /// flood cannot starve signals and timers.
-    private static let batchesPerWakeup = 8
+    static let batchesPerWakeup = 8
     /// No reply is more than this many times the size of its request.
     static let amplificationLimit = 3
 
     /// Receives, answers and sends in batches until the socket is empty or
     /// the per-wake-up limit is reached. Nothing here allocates for a CONNECT.
-    private func drain(_ socketIndex: Int) {
+    func drain(_ socketIndex: Int) {
         let socket = sockets[socketIndex]
         for _ in 0..<Self.batchesPerWakeup {
             let count: Int
@@ -273,7 +290,7 @@ public final class Server {
                 count = try socket.receive(into: incoming)
             } catch {
                 // A pending ICMP error and the like: reported, never fatal.
-                warn(.receiveFailed, "receive failed", ["error": "\(error)"])
+                warn(.receiveFailed, ["error": "\(error)"])
                 continue
             }
             guard count > 0 else { return }
@@ -285,7 +302,7 @@ public final class Server {
                 // Before parsing: a flood costs one hash lookup a datagram.
                 guard limiter.allow(source.address, now: now) else {
                     statistics.rateLimited += 1
-                    warn(.rateLimited, "datagrams dropped: over the per-address rate limit", ["client.ip": "\(source.address)"])
+                    warn(.rateLimited, ["client.ip": "\(source.address)"])
                     continue
                 }
                 // A datagram cut to the buffer is still longer than 512
@@ -309,21 +326,21 @@ public final class Server {
         }
     }
 
-    private func send(_ batch: DatagramBatch, on socket: UDPSocket) {
+    func send(_ batch: DatagramBatch, on socket: UDPSocket) {
         let result = socket.send(batch)
         statistics.answered += result.sent
         guard result.sent < batch.count else { return }
         statistics.sendErrors += batch.count - result.sent
         if result.wouldBlock > 0 {
             // The send buffer is full: UDP may drop, and clients retry.
-            warn(.sendFailed, "replies not sent: send buffer full", ["replies": "\(result.wouldBlock)"])
+            warn(.sendFailed, ["replies": "\(result.wouldBlock)", "reason": "send buffer full"])
         }
         if let error = result.firstError {
-            warn(.sendFailed, "replies not sent", ["replies": "\(result.failed)", "error": "\(error)"])
+            warn(.sendFailed, ["replies": "\(result.failed)", "error": "\(error)"])
         }
     }
 
-    private func record(_ result: RequestHandler.Result, from source: Endpoint) {
+    func record(_ result: RequestHandler.Result, from source: Endpoint) {
         let event = result.event
         if event.changedRegistry { dirty = true }
         switch event {
@@ -331,7 +348,7 @@ public final class Server {
             statistics.dropped += 1
         case .malformed, .unsupportedVersion:
             statistics.malformed += 1
-            warn(.malformed, "malformed datagrams received", metadata(result, source))
+            warn(.malformed, metadata(result, source))
         case .registered(let name):
             var metadata = metadata(result, source)
             metadata["username"] = "\(name)"
@@ -346,7 +363,7 @@ public final class Server {
             var metadata = metadata(result, source)
             metadata["username"] = "\(name)"
             metadata["registry.max_users"] = "\(registry.maxUsers)"
-            warn(.registryFull, "registrations refused: registry full", metadata)
+            warn(.registryFull, metadata)
         case .connected, .reintroduced, .taken, .notFound, .invalidUsername:
             // The common case: only describe it when someone asked for debug.
             guard debugLogging else { return }
@@ -360,13 +377,13 @@ public final class Server {
         }
     }
 
-    private func metadata(_ result: RequestHandler.Result, _ source: Endpoint) -> Logger.Metadata {
+    func metadata(_ result: RequestHandler.Result, _ source: Endpoint) -> Logger.Metadata {
         var metadata: Logger.Metadata = ["client.ip": "\(source.address)"]
         if let id = result.reply?.id { metadata["request.id"] = "\(id)" }
         return metadata
     }
 
-    private func logRename(from previous: Username, to name: Username, _ metadata: Logger.Metadata) {
+    func logRename(from previous: Username, to name: Username, _ metadata: Logger.Metadata) {
         var metadata = metadata
         metadata["username"] = "\(name)"
         metadata["username.previous"] = "\(previous)"
@@ -376,12 +393,13 @@ public final class Server {
 
     /// Logs a repeatable warning through the throttle: at once the first
     /// time, then as one summary line per kind per window.
-    private func warn(_ kind: Warning, _ message: Logger.Message, _ metadata: @autoclosure () -> Logger.Metadata) {
+    func warn(_ kind: Warning, _ metadata: @autoclosure () -> Logger.Metadata) {
         guard let count = throttle.record(kind, now: SystemClock.monotonicNow()) else { return }
-        report(kind, message, count: count, metadata())
+        report(kind, count: count, metadata())
     }
 
-    private func report(_ kind: Warning, _ message: Logger.Message, count: Int, _ metadata: Logger.Metadata = [:]) {
+    func report(_ kind: Warning, count: Int, _ metadata: Logger.Metadata = [:]) {
+        let message = kind.message
         var metadata = metadata
         metadata["count"] = "\(count)"
         metadata["summary.window_s"] = "\(throttle.window.components.seconds)"
@@ -393,338 +411,6 @@ public final class Server {
         }
     }
 
-    // MARK: - Timers
-
-    /// Once a second: flush overdue summaries and keep STATUS= current.
-    private func housekeeping() {
-        lastHousekeeping = SystemClock.monotonicNow()
-        for (kind, count) in throttle.due(now: lastHousekeeping) {
-            switch kind {
-            case .malformed: report(kind, "malformed datagrams received", count: count)
-            case .receiveFailed: report(kind, "receive failed", count: count)
-            case .sendFailed: report(kind, "replies not sent", count: count)
-            case .registryFull: report(kind, "registrations refused: registry full", count: count)
-            case .journalFailed: report(kind, "registrations not saved: cannot write the journal; answered UNAVAILABLE", count: count)
-            case .rateLimited: report(kind, "datagrams dropped: over the per-address rate limit", count: count)
-            case .snapshotFailed: report(kind, "snapshot failed, keeping the previous one; will retry", count: count)
-            }
-        }
-        updateStatus()
-    }
-
-    /// Pings systemd only if the loop is really turning: the housekeeping
-    /// timer must have been served recently, not just this one.
-    private func watchdog() {
-        let sinceHousekeeping = SystemClock.monotonicNow() - lastHousekeeping
-        guard sinceHousekeeping < .seconds(5) else {
-            logger.error("watchdog ping withheld: the event loop is falling behind", metadata: [
-                "housekeeping.late_ms": "\(sinceHousekeeping.nanoseconds / 1_000_000)"
-            ])
-            return
-        }
-        Systemd.notify("WATCHDOG=1")
-    }
-
-    private func status() -> String {
-        let snapshot = lastSnapshot.map { rfc3339($0).dropFirst(11).dropLast() + " UTC" } ?? "never"
-        var text = "serving \(registry.count) users on \(listening), last snapshot \(snapshot)"
-        if let statusNote { text += "; \(statusNote)" }
-        return text
-    }
-
-    private func updateStatus() {
-        let text = status()
-        guard text != sentStatus else { return }
-        sentStatus = text
-        Systemd.notify("STATUS=\(text)")
-    }
-
-    // MARK: - Signals
-
-    private func handleSignals() throws {
-        while let signal = try signals.next() {
-            switch signal {
-            case Signal.hangup:
-                Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicroseconds())")
-                let outcome = reload()
-                sentStatus = status()
-                Systemd.notify("READY=1\nSTATUS=\(sentStatus)")
-                reportReload(outcome)
-            default:
-                logger.info("signal received", metadata: ["signal": "\(Signal.name(signal))"])
-                running = false
-            }
-        }
-    }
-
-    /// Tells a waiting `chatd --reload` how the reload ended.
-    private func reportReload(_ outcome: (applied: Bool, reason: String?)) {
-        reloads += 1
-        guard let path = ReloadStatus.path else { return }
-        do {
-            try ReloadStatus(count: reloads, applied: outcome.applied, reason: outcome.reason).write(to: path)
-        } catch {
-            logger.error("cannot write the reload status; systemctl reload will time out", metadata: [
-                "path": "\(path)", "error": "\(error)",
-            ])
-        }
-    }
-
-    /// Applies what can change while running; refuses the whole new config
-    /// if it is invalid or changes what needs a restart, so a half-applied
-    /// config never runs.
-    private func reload() -> (applied: Bool, reason: String?) {
-        let config: Config
-        do {
-            config = try reloadConfig()
-        } catch {
-            return refuseReload("invalid config: \(error)", ["error": "\(error)"], level: .error)
-        }
-        let new = Settings(config)
-        // Under socket activation the socket unit decides where chatd listens.
-        let listenChanged = origin == .config && new.listen != settings.listen
-        guard !listenChanged, new.snapshotPath == settings.snapshotPath, new.logTarget == settings.logTarget,
-            new.durability == settings.durability
-        else {
-            return refuseReload(
-                "changing bind, port, snapshot_path, durability or log target needs a restart",
-                [
-                    "listen": "\(settings.listen)", "listen.new": "\(new.listen)",
-                    "snapshot.path": "\(settings.snapshotPath)", "snapshot.path.new": "\(new.snapshotPath)",
-                    "log.target": "\(settings.logTarget)", "log.target.new": "\(new.logTarget)",
-                ], level: .warning)
-        }
-        if new.snapshotInterval != settings.snapshotInterval {
-            do {
-                try snapshotTimer.arm(after: new.snapshotInterval, interval: new.snapshotInterval)
-            } catch {
-                return refuseReload("cannot re-arm the snapshot timer", ["error": "\(error)"], level: .error)
-            }
-        }
-        registry.maxUsers = new.maxUsers
-        limiter.rate = new.ratePerIP
-        limiter.burst = Double(new.burstPerIP)
-        logger.logLevel = new.logLevel
-        debugLogging = new.logLevel <= .debug
-        settings = new
-        statusNote = "config reloaded"
-        logger.info("config reloaded", metadata: [
-            "message.id": MessageID.reloaded, "log.level": "\(new.logLevel)",
-            "registry.max_users": "\(new.maxUsers)",
-            "registry.snapshot_interval_s": "\(new.snapshotInterval.components.seconds)",
-        ])
-        return (true, nil)
-    }
-
-    private func refuseReload(
-        _ reason: String, _ metadata: Logger.Metadata, level: Logger.Level
-    ) -> (applied: Bool, reason: String?) {
-        statusNote = "reload refused: \(reason); running config kept"
-        var metadata = metadata
-        metadata["message.id"] = MessageID.reloadRefused
-        metadata["reason"] = "\(reason)"
-        logger.log(level: level, "reload refused, keeping the running config", metadata: metadata)
-        return (false, reason)
-    }
-
-    // MARK: - Durable registrations
-
-    /// A reply that waits for a journal commit, with what it takes to answer again.
-    public struct HeldReply: Sendable {
-        var request: [UInt8]
-        var source: Endpoint
-        var socket: Int
-        var reply: [UInt8]
-        /// It reports a change (answered UNAVAILABLE if the change is undone).
-        var isChange: Bool
-    }
-
-    /// With durability "sync", keeps back a reply that reports a change or
-    /// reflects one not yet on disk (see CommitQueue); `reply` holds its bytes.
-    private func holdUntilDurable(
-        _ result: RequestHandler.Result, request: UnsafeRawBufferPointer, from source: Endpoint, socket: Int
-    ) -> Bool {
-        guard settings.durability == .sync, journal != nil else { return false }
-        let change: (name: Username, previous: Username?)? =
-            switch result.event {
-            case .registered(let name): (name, nil)
-            case .renamed(let previous, let name): (name, previous)
-            case .reintroduced(let previous, let name) where previous.text != name.text: (name, previous)
-            default: nil
-            }
-        if let change {
-            let held = HeldReply(request: Array(request), source: source, socket: socket, reply: reply, isChange: true)
-            commits.record(address: source.address, name: change.name, previous: change.previous, reply: held)
-            return true
-        }
-        guard commits.isPending(source.address) else { return false }
-        commits.hold(HeldReply(request: Array(request), source: source, socket: socket, reply: reply, isChange: false))
-        return true
-    }
-
-    /// Hands the queued changes to the journal thread, unless a commit is in flight.
-    private func startCommit() {
-        guard let journal, let lines = commits.startCommit() else { return }
-        if lines.isEmpty {
-            // Only replies waiting behind a commit that has completed since.
-            deliver(commits.commitSucceeded())
-            return
-        }
-        journal.commit(lines)
-    }
-
-    private func handleJournalOutcomes() throws {
-        guard let journal else { return }
-        for outcome in try journal.takeOutcomes() {
-            switch outcome {
-            case .committed(let length):
-                journalLength = length
-                if statusNote?.hasPrefix("registrations unavailable") == true { statusNote = nil }
-                deliver(commits.commitSucceeded())
-            case .failed(let error, let length):
-                journalLength = length
-                statusNote = "registrations unavailable: \(error)"
-                warn(.journalFailed, "registrations not saved: cannot write the journal; answered UNAVAILABLE", [
-                    "journal.path": "\(journal.path)", "error": "\(error)",
-                ])
-                let held = commits.commitFailed(registry: &registry)
-                dirty = true  // a snapshot taken meanwhile may hold what was undone
-                for reply in held { answerAgain(reply) }
-                updateStatus()
-            case .compacted(let length):
-                journalLength = length
-            case .compactionFailed(let error):
-                // The journal only keeps lines the snapshot covers too: harmless, retried next snapshot.
-                logger.warning("journal not compacted; it will be at the next snapshot", metadata: [
-                    "journal.path": "\(journal.path)", "error": "\(error)",
-                ])
-            }
-        }
-    }
-
-    /// Sends replies whose changes are on disk.
-    private func deliver(_ replies: [HeldReply]) {
-        for held in replies { sendOne(held.reply, on: held.socket, to: held.source) }
-    }
-
-    /// After a failed commit: a change is refused with UNAVAILABLE; anything
-    /// else is answered afresh from the registry as it now is.
-    private func answerAgain(_ held: HeldReply) {
-        if held.isChange {
-            guard case .request(let request) = RequestParse(held.request) else { return }
-            sendOne(Response.error(id: request.id, reason: .unavailable).bytes, on: held.socket, to: held.source)
-            return
-        }
-        let result = RequestHandler.handle(held.request, from: held.source.address, registry: &registry)
-        record(result, from: held.source)
-        guard let response = result.reply else { return }
-        reply.removeAll(keepingCapacity: true)
-        response.write(into: &reply)
-        let again = held.request
-        if again.withUnsafeBytes({ holdUntilDurable(result, request: $0, from: held.source, socket: held.socket) }) { return }
-        sendOne(reply, on: held.socket, to: held.source)
-    }
-
-    private func sendOne(_ bytes: [UInt8], on socket: Int, to destination: Endpoint) {
-        do {
-            if case .processed = try sockets[socket].send(bytes, to: destination) {
-                statistics.answered += 1
-                return
-            }
-            statistics.sendErrors += 1
-            warn(.sendFailed, "replies not sent: send buffer full", ["replies": "1"])
-        } catch {
-            statistics.sendErrors += 1
-            warn(.sendFailed, "replies not sent", ["replies": "1", "error": "\(error)"])
-        }
-    }
-
-    // MARK: - Snapshots
-
-    /// How a snapshot write ended, as the writer thread reports it.
-    struct WriteOutcome: Sendable {
-        var path: String
-        var savedAt: Int64
-        var users: Int
-        var bytes: Int
-        var duration: Duration
-        var error: String?
-        /// Journal bytes this snapshot covers, to drop once it is durable.
-        var journalLength = 0
-    }
-
-    /// Where the writer thread leaves its outcome for the loop.
-    final class OutcomeBox: Sendable {
-        let value = Mutex<WriteOutcome?>(nil)
-    }
-
-    /// Hands a copy of the records to the writer thread. The registry counts
-    /// as saved from now; a failure marks it dirty again.
-    private func startSnapshot() {
-        let records = registry.records
-        let path = settings.snapshotPath
-        let savedAt = SystemClock.wallSeconds().seconds
-        let outcome = writeOutcome
-        let covered = journalLength
-        writing = true
-        dirty = false
-        snapshotWriter.run {
-            var result = writeSnapshot(records, to: path, savedAt: savedAt)
-            result.journalLength = covered
-            outcome.value.withLock { $0 = result }
-        }
-    }
-
-    /// Collects the writer thread's outcome.
-    private func finishSnapshot() {
-        guard let outcome = writeOutcome.value.withLock({ $0.take() }) else { return }
-        writing = false
-        guard finish(outcome) else {
-            dirty = true
-            return
-        }
-        // The snapshot holds every change in those journal bytes: drop them.
-        if let journal, outcome.journalLength > 0 { journal.compact(droppingFirst: outcome.journalLength) }
-    }
-
-    /// Logs a write's outcome and keeps STATUS= current; on failure the old
-    /// file stays and the next interval tries again.
-    @discardableResult
-    private func finish(_ outcome: WriteOutcome) -> Bool {
-        if let error = outcome.error {
-            statusNote = "snapshot failed: \(error)"
-            warn(.snapshotFailed, "snapshot failed, keeping the previous one; will retry", [
-                "snapshot.path": "\(outcome.path)", "error": "\(error)",
-            ])
-            updateStatus()
-            return false
-        }
-        lastSnapshot = outcome.savedAt
-        if statusNote?.hasPrefix("snapshot failed") == true { statusNote = nil }
-        logger.info("snapshot written", metadata: [
-            "message.id": MessageID.snapshotWritten, "snapshot.path": "\(outcome.path)",
-            "users": "\(outcome.users)", "bytes": "\(outcome.bytes)",
-            "snapshot.write_ms": "\(outcome.duration.nanoseconds / 1_000_000)",
-        ])
-        updateStatus()
-        return true
-    }
-}
-
-/// Encodes and writes `records` atomically; runs on the writer thread (and
-/// on the loop for the final snapshot), so it touches no server state.
-private func writeSnapshot(_ records: Registry.Records, to path: String, savedAt: Int64) -> Server.WriteOutcome {
-    let start = SystemClock.monotonicNow()
-    let bytes = Snapshot.encode(records, savedAt: savedAt)
-    var outcome = Server.WriteOutcome(
-        path: path, savedAt: savedAt, users: records.count, bytes: bytes.count, duration: .zero, error: nil)
-    do {
-        try FileSystem.writeAtomically(bytes, toPath: path)
-    } catch {
-        outcome.error = "\(error)"
-    }
-    outcome.duration = SystemClock.monotonicNow() - start
-    return outcome
 }
 
 extension RequestHandler.Event {
