@@ -9,6 +9,7 @@ import PackageDescription
 //   ChatClient  the client library: ChatCore's handshake machine driven by a UDP socket
 //   chatd, chat thin executables: arguments, config, wiring
 //   chatd-bench a load generator and benchmark driver (`make bench`)
+//   ChatFuzz    the libFuzzer target over ChatCore (`make fuzz`); ChatFuzzHarness holds its checks
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
 let package = Package(
@@ -25,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         .target(name: "ChatCore", swiftSettings: strict),
@@ -69,6 +71,9 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: strict),
+        .target(name: "ChatFuzzHarness", dependencies: ["ChatCore"], swiftSettings: strict),
+        // Built with -sanitize=fuzzer -DCHAT_LIBFUZZER by `make fuzz`; a plain build replays inputs.
+        .executableTarget(name: "ChatFuzz", dependencies: ["ChatFuzzHarness"], swiftSettings: strict),
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore"], swiftSettings: strict),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"], swiftSettings: strict),
         .testTarget(name: "ChatSystemTests", dependencies: ["ChatSystem", "ChatCore"], swiftSettings: strict),
@@ -76,5 +81,10 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: ["ChatCore", "ChatSystem", "chatd", "chat"],
             swiftSettings: strict),
+        .testTarget(
+            name: "ChatPropertyTests",
+            dependencies: ["ChatCore", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: strict),
+        .testTarget(name: "ChatFuzzTests", dependencies: ["ChatFuzzHarness"], swiftSettings: strict),
     ]
 )

@@ -155,14 +155,14 @@ private struct Reader {
                 try reader.readString("user \(index): \"ip\" must be a string", syntax: false)
                 address = IPAddress(utf8: reader.scratch)
                 guard address != nil else {
-                    throw Failure("user \(index): \"\(String(decoding: reader.scratch, as: UTF8.self))\" is not an IP address")
+                    throw Failure("user \(index): \"\(printable(reader.scratch))\" is not an IP address")
                 }
             case .username:
                 try reader.readString("user \(index): \"username\" must be a string", syntax: false)
                 name = Username(bytes: reader.scratch)
                 guard name != nil else {
                     throw Failure(
-                        "user \(index): \"\(String(decoding: reader.scratch, as: UTF8.self))\" is not a valid username (\(Username.rule))")
+                        "user \(index): \"\(printable(reader.scratch))\" is not a valid username (\(Username.rule))")
                 }
             default:
                 try reader.skipValue()
@@ -396,4 +396,18 @@ private struct Reader {
         }
         return Failure("\(syntax ? "not valid JSON at " : "")line \(line), column \(column): \(problem)")
     }
+}
+
+/// A value from the file as it may appear in a one-line error: printable
+/// ASCII as it is, anything else (newlines, escape sequences) as \u{…}.
+private func printable(_ bytes: [UInt8]) -> String {
+    var text = ""
+    for scalar in String(decoding: bytes.prefix(64), as: UTF8.self).unicodeScalars {
+        if (0x20..<0x7f).contains(scalar.value) && scalar != "\\" && scalar != "\"" {
+            text.unicodeScalars.append(scalar)
+        } else {
+            text += "\\u{\(String(scalar.value, radix: 16))}"
+        }
+    }
+    return bytes.count > 64 ? text + "…" : text
 }

@@ -61,6 +61,16 @@ import Testing
         }
     }
 
+    @Test func errorsStayOnOneLineWhateverTheFileHolds() {
+        let text = #"{"version": 1, "users": [{"ip": "1.2.3.4\n\u001b[31mFAKE", "username": "a"}]}"#
+        #expect {
+            _ = try Snapshot.load(Array(text.utf8), maxUsers: 10)
+        } throws: { error in
+            let message = "\(error)"
+            return !message.contains("\n") && !message.contains("\u{1b}") && message.contains(#"1.2.3.4\u{a}\u{1b}[31mFAKE"#)
+        }
+    }
+
     @Test(arguments: [
         (Int64(0), "1970-01-01T00:00:00Z"),
         (951_782_400, "2000-02-29T00:00:00Z"),
