@@ -23,4 +23,15 @@ static inline int chatd_recvmmsg(int fd, struct chatd_mmsghdr *vector, unsigned 
 static inline int chatd_sendmmsg(int fd, struct chatd_mmsghdr *vector, unsigned int count, int flags) {
     return (int)syscall(SYS_sendmmsg, fd, vector, count, flags);
 }
+
+// sync_file_range, also GNU-only: starts (and waits for) writeback of part of
+// a file, so a large write reaches the disk in steps instead of one burst.
+static inline int chatd_sync_file_range(int fd, long long offset, long long length, unsigned int flags) {
+    return (int)syscall(SYS_sync_file_range, fd, offset, length, flags);
+}
+enum {
+    CHATD_SYNC_FILE_RANGE_WAIT_BEFORE = 1,
+    CHATD_SYNC_FILE_RANGE_WRITE = 2,
+    CHATD_SYNC_FILE_RANGE_WAIT_AFTER = 4,
+};
 #endif
