@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Step 6 of the system test: no datagram is lost while chatd restarts.
 
-Sends `CHAT/1 <n> CONNECT` for n = 1..COUNT from one UDP socket, each exactly
-once and never retried, one every INTERVAL seconds; when n reaches
+Sends `CHAT/1 <n> CONNECT` for n = 1..COUNT, each exactly once and never
+retried, one every INTERVAL seconds, in turn from SOURCES sockets bound to
+consecutive addresses from BIND (so that no address goes past chatd's
+default per-address rate limit: 40 at once, 20 a second); when n reaches
 RESTART_AT it starts COMMAND (e.g. `systemctl restart chatd`) without waiting
 for it, and keeps sending. Then it receives until every id has its reply or
 the deadline passes, and reports ids without a reply and ids with more than
@@ -29,6 +31,7 @@ def main():
     parser.add_argument("--server", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7447)
     parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--sources", type=int, default=10)
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--restart-at", type=int, default=150)
     parser.add_argument("--deadline", type=float, default=10.0,
@@ -37,24 +40,29 @@ def main():
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((args.bind, 0))
-    sock.setblocking(False)
+    first = int.from_bytes(socket.inet_aton(args.bind), "big")
+    socks = []
+    for i in range(args.sources):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((socket.inet_ntoa((first + i).to_bytes(4, "big")), 0))
+        sock.setblocking(False)
+        socks.append(sock)
     replies = collections.Counter()
     strays = 0
 
     def drain():
         nonlocal strays
-        while True:
-            try:
-                data, source = sock.recvfrom(2048)
-            except BlockingIOError:
-                return
-            m = REPLY.match(data)
-            if m and source[1] == args.port:
-                replies[int(m.group(1))] += 1
-            else:
-                strays += 1
+        for sock in socks:
+            while True:
+                try:
+                    data, source = sock.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                m = REPLY.match(data)
+                if m and source[1] == args.port:
+                    replies[int(m.group(1))] += 1
+                else:
+                    strays += 1
 
     restart = None
     restart_started = restart_ended = None
@@ -70,7 +78,7 @@ def main():
             restart_started = time.monotonic()
             restart = subprocess.Popen(command)
             restart_window[0] = n
-        sock.sendto(b"CHAT/1 %d CONNECT" % n, (args.server, args.port))
+        socks[(n - 1) % len(socks)].sendto(b"CHAT/1 %d CONNECT" % n, (args.server, args.port))
         if restart is not None and restart_ended is None and restart.poll() is not None:
             restart_ended = time.monotonic()
             restart_window[1] = n
