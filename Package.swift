@@ -73,7 +73,7 @@ let package = Package(
             swiftSettings: strict),
         .target(name: "ChatFuzzHarness", dependencies: ["ChatCore"], swiftSettings: strict),
         // Built with -sanitize=fuzzer -DCHAT_LIBFUZZER by `make fuzz`; a plain build replays inputs.
-        .executableTarget(name: "ChatFuzz", dependencies: ["ChatFuzzHarness"], swiftSettings: strict),
+        .executableTarget(name: "ChatFuzz", dependencies: ["ChatFuzzHarness", "ChatSystem"], swiftSettings: strict),
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore"], swiftSettings: strict),
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"], swiftSettings: strict),
         .testTarget(name: "ChatSystemTests", dependencies: ["ChatSystem", "ChatCore"], swiftSettings: strict),

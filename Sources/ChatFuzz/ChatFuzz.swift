@@ -16,12 +16,8 @@
 // harness and exits 1 at the first broken rule, which is how a crash file
 // from libFuzzer is examined without the sanitizers.
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import ChatFuzzHarness
+import Glibc  // exit() and the C argument vector for libFuzzer
 
 /// The registry persists across inputs, as in chatd; libFuzzer calls from one thread.
 nonisolated(unsafe) private var harness = FuzzHarness()

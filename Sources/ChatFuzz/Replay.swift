@@ -1,14 +1,11 @@
 // Reading fuzz inputs from files for ChatFuzz's replay mode (a build without
 // libFuzzer): a file, or every file of a folder in name order, each run
-// through one harness. Plain libc, so that the target needs nothing but
-// ChatCore and the harness.
+// through one harness. Files are read through ChatSystem, like every other
+// piece of I/O in the package.
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import ChatFuzzHarness
+import ChatSystem
+import Glibc  // exit() only
 
 struct Replay {
     private var harness = FuzzHarness()
@@ -26,13 +23,23 @@ struct Replay {
 
     /// Replays `path` (a file or a folder), exiting 1 at the first failure.
     mutating func run(_ path: String) {
-        var info = stat()
-        guard stat(path, &info) == 0 else { fatal("\(path): \(String(cString: strerror(errno)))") }
-        if info.st_mode & S_IFMT == S_IFDIR {
-            for name in Self.files(in: path) { run(path + "/" + name) }
+        if FileSystem.isDirectory(atPath: path) {
+            let names: [String]
+            do {
+                names = try FileSystem.contentsOfDirectory(atPath: path).filter { !$0.hasPrefix(".") }.sorted()
+            } catch {
+                fatal("\(path): \(error)")
+            }
+            for name in names { run(path + "/" + name) }
             return
         }
-        let bytes = Self.read(path)
+        let bytes: [UInt8]
+        do {
+            guard let read = try FileSystem.readFile(atPath: path) else { fatal("\(path): no such file") }
+            bytes = read
+        } catch {
+            fatal("\(path): \(error)")
+        }
         do {
             try harness.run(bytes)
             count += 1
@@ -40,35 +47,10 @@ struct Replay {
             fatal("\(path): \(error)")
         }
     }
-
-    private static func files(in folder: String) -> [String] {
-        guard let directory = opendir(folder) else { fatal("\(folder): \(String(cString: strerror(errno)))") }
-        defer { closedir(directory) }
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if !name.hasPrefix(".") { names.append(name) }
-        }
-        return names.sorted()
-    }
-
-    private static func read(_ path: String) -> [UInt8] {
-        guard let file = fopen(path, "rb") else { fatal("\(path): \(String(cString: strerror(errno)))") }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let got = fread(&buffer, 1, buffer.count, file)
-            bytes += buffer[..<got]
-            if got < buffer.count { break }
-        }
-        return bytes
-    }
 }
 
 func printError(_ message: String) {
-    var line = message + "\n"
-    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    FileSystem.writeStandardError(message + "\n")
 }
 
 func fatal(_ message: String) -> Never {

@@ -19,18 +19,22 @@ struct Chatd: ParsableCommand {
         commandName: "chatd",
         abstract: "The CHAT/1 server: answers CONNECT and INTRODUCE over UDP and keeps the registry of usernames.",
         discussion: """
-            chatd listens on the address and port of the [server] section of its config file, keeps \
-            the registry of client IP address -> username in memory, and saves it as a JSON snapshot \
-            every snapshot_interval_s seconds when it changed, and once more when it stops.
+            chatd listens on the address and port of the [server] section of its config \
+            file (or on the socket systemd passes it), keeps the registry of client IP address \
+            -> username in memory, and saves it as a JSON snapshot every snapshot_interval_s \
+            seconds when it changed, and once more when it stops. With durability "sync" (the \
+            default) every change is also appended to registry.journal beside the snapshot and \
+            synced before the client hears SUCCESS.
 
             Signals:
               SIGTERM, SIGINT  save the final snapshot and exit 0
-              SIGHUP           re-read the config: log level, snapshot interval
-                               and max_users take effect; a change of bind,
-                               port or snapshot_path needs a restart
+              SIGHUP           re-read the config: log level, snapshot interval,
+                               max_users and [limits] take effect; a change of
+                               bind, port, snapshot_path, durability or log
+                               target needs a restart
 
-            Exit status: 0 after a clean stop, 1 on a config, socket or snapshot \
-            error (the message names the file or address and what is wrong).
+            Exit status: 0 after a clean stop, 1 on a config, socket, snapshot or \
+            journal error (the message names the file or address and what is wrong).
 
             Examples:
               chatd                        run with /etc/chatd/chatd.toml
