@@ -94,10 +94,7 @@ public struct CommitQueue<Reply> {
         for undo in groups.flatMap(\.undo).reversed() {
             if let previous = undo.previous {
                 // The previous name is free again: every later change is undone already.
-                let limit = registry.maxUsers
-                registry.maxUsers = max(limit, registry.count + 1)
-                _ = registry.introduce(previous, from: undo.address)
-                registry.maxUsers = limit
+                registry.restore(previous, at: undo.address)
             } else {
                 registry.remove(undo.address)
             }

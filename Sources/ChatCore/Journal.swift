@@ -9,12 +9,19 @@
 //
 //     {"ip": "127.0.0.5", "username": "alice", "crc32": 2774502012}
 //
-// Replay applies each line with the INTRODUCE rules (Registry.introduce) in
-// order and ignores the outcome. Replaying a run of the history on top of a
-// state that already includes it ends in that same state (each address's and
-// name's last change is replayed last, after everything that freed the name),
-// so the journal can be compacted crash-safely: write the snapshot, then drop
-// the lines it covers. A crash between the two only replays lines twice.
+// Replay applies each line as a fact, in order (Registry.restore): the
+// address now holds the name, whoever held the name loses it, and neither
+// the limit nor the INTRODUCE rules get a say, since the change happened.
+// The INTRODUCE rules would not do: on a snapshot newer than the line, the
+// name may already belong to an address that takes it only later in the
+// history, so the line would be refused and the address left with a name it
+// gave up. Applied as facts, lines are idempotent: after any run of them each
+// address they name holds its last name (unless a later line gave that name
+// to another), and addresses they do not name keep theirs unless a line took
+// their name. So replaying a run of the history onto a state that already
+// includes its start ends in the same state as the history did, and the
+// journal can be compacted crash-safely: write the snapshot, then drop the
+// lines it covers. A crash between the two only replays lines twice.
 //
 // Damage. A crash during an append leaves a torn last line: one without its
 // newline, or a tail of zero bytes where the file system extended the file
@@ -77,12 +84,7 @@ public enum Journal {
                 }
                 throw DamageError(description: "journal line \(lineNumber) is damaged (bad checksum or format)")
             }
-            // The outcome does not matter: replay re-establishes the final state.
-            // A full registry is no reason to drop a confirmed registration.
-            let limit = registry.maxUsers
-            registry.maxUsers = max(limit, registry.count + 1)
-            _ = registry.introduce(name, from: address)
-            registry.maxUsers = limit
+            registry.restore(name, at: address)
             replay.lines += 1
             start = end + 1
             replay.validLength = start

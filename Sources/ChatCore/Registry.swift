@@ -85,6 +85,21 @@ public struct Registry: Sendable {
         return .registered
     }
 
+    /// Makes `address` hold `name` whatever the registry says now, for
+    /// replaying the journal and undoing changes: those record what did
+    /// happen, so neither the limit nor another holder of the name stops it.
+    /// Another address holding the name loses it, and its registration: in a
+    /// correct history that address takes the name later in the same replay.
+    public mutating func restore(_ name: Username, at address: IPAddress) {
+        if let holder = holder(of: name), holder != address {
+            remove(holder)
+        }
+        let limit = maxUsers
+        maxUsers = max(limit, count + 1)
+        _ = introduce(name, from: address)
+        maxUsers = limit
+    }
+
     /// Removes the registration of `address`, for undoing a registration that
     /// could not be made durable. The last record moves into the hole, so
     /// registration order is kept except for that one record.

@@ -52,6 +52,41 @@ private func name(_ text: String) -> Username { Username(text)! }
         for entry in live.entries { #expect(replayed.username(for: entry.address) == entry.username) }
     }
 
+    /// Found by the property test in CI: on a snapshot newer than the
+    /// journal, a name is held by an address that takes it only later in the
+    /// history. Replay by the INTRODUCE rules refused the earlier line, and
+    /// 10.0.0.25 came back as "carol", a name it had given up.
+    @Test func replayOntoANewerSnapshotTakesNamesFromTheirLaterHolders() throws {
+        let history: [(UInt32, String)] = [
+            (0, "alice"), (25, "carol"), (0, "bob"), (0, "mallory"), (25, "bob"), (0, "Alice"), (1, "mallory"),
+        ]
+        var live = Registry(maxUsers: 3)
+        var lines: [UInt8] = []
+        for (address, text) in history {
+            let outcome = live.introduce(name(text), from: .v4(address))
+            #expect(outcome != .taken && outcome != .full, "the history is one chatd could write")
+            lines += Journal.line(address: .v4(address), username: name(text))
+        }
+        // The snapshot was written after the last line; the journal not yet reset.
+        var restored = try Snapshot.load(Snapshot.encode(live, savedAt: 0), maxUsers: 3)
+        _ = try Journal.replay(lines, into: &restored)
+        #expect(restored.username(for: .v4(0))?.text == "Alice")
+        #expect(restored.username(for: .v4(25))?.text == "bob")
+        #expect(restored.username(for: .v4(1))?.text == "mallory")
+        #expect(restored.count == 3)
+    }
+
+    @Test func restoreTakesTheNameFromAnotherHolder() {
+        var registry = Registry(maxUsers: 2)
+        _ = registry.introduce(name("alice"), from: .v4(1))
+        _ = registry.introduce(name("bob"), from: .v4(2))
+        registry.restore(name("ALICE"), at: .v4(2))
+        #expect(registry.username(for: .v4(2))?.text == "ALICE")
+        #expect(registry.username(for: .v4(1)) == nil)
+        #expect(registry.holder(of: name("bob")) == nil)
+        #expect(registry.count == 1)
+    }
+
     @Test(arguments: [0, 1, 10, 30])
     func aTornLastLineIsDroppedAndReported(cut: Int) throws {
         let good = Journal.line(address: .v4(1), username: name("alice"))
