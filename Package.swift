@@ -85,6 +85,6 @@ let package = Package(
             name: "ChatPropertyTests",
             dependencies: ["ChatCore", .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: strict),
-        .testTarget(name: "ChatFuzzTests", dependencies: ["ChatFuzzHarness"], swiftSettings: strict),
+        .testTarget(name: "ChatFuzzTests", dependencies: ["ChatFuzzHarness", "ChatCore"], swiftSettings: strict),
     ]
 )

@@ -19,7 +19,8 @@
 // address they name holds its last name (unless a later line gave that name
 // to another), and addresses they do not name keep theirs unless a line took
 // their name. So replaying a run of the history onto a state that already
-// includes its start ends in the same state as the history did, and the
+// includes its start ends with the registrations the history ended with
+// (their order, which only a snapshot shows, may differ), and the
 // journal can be compacted crash-safely: write the snapshot, then drop the
 // lines it covers. A crash between the two only replays lines twice.
 //
@@ -102,7 +103,7 @@ public enum Journal {
     }
 
     /// The address and name of one line without its newline, if its checksum holds.
-    static func parse(_ line: ArraySlice<UInt8>) -> (IPAddress, Username)? {
+    public static func parse(_ line: ArraySlice<UInt8>) -> (IPAddress, Username)? {
         let marker = Array(#", "crc32": "#.utf8)
         guard line.count > marker.count + 2, line.last == UInt8(ascii: "}"),
             let markerStart = line.firstRange(of: marker)?.lowerBound

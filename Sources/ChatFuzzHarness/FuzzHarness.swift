@@ -18,7 +18,10 @@
 //              when a registration cannot be made durable).
 //   0x01       a journal: the rest goes to `Journal.replay` onto the kept
 //              registry, which must throw or succeed, report a valid length
-//              that fits, and leave a registry that keeps the invariants.
+//              that fits, and leave a registry that keeps the invariants,
+//              holds exactly what the model gets by applying the whole lines
+//              before the first bad one as facts (Model.restore), and does
+//              not change when the same journal is replayed again.
 //   otherwise  one datagram from the address that byte picks, handled against
 //              the registry the harness keeps across inputs (max_users 64,
 //              started afresh every 4096 such inputs), so that the fuzzer can
@@ -243,19 +246,22 @@ public struct FuzzHarness {
     // MARK: - Journals
 
     private mutating func replayJournal(_ bytes: [UInt8]) throws(FuzzFailure) {
-        let before = registry.count
         let context = [1] + bytes
-        let outcome: Result<Journal.Replay, Journal.DamageError>
-        do {
-            outcome = .success(try Journal.replay(bytes, into: &registry))
-        } catch {
-            outcome = .failure(error)
+        let outcome = Self.replay(bytes, into: &registry)
+        // The model applies, as facts, every whole line up to the first that
+        // does not parse: all of them, or all before the damage or torn tail.
+        var applied = 0
+        var start = 0
+        while let end = bytes[start...].firstIndex(of: 0x0a), let (address, name) = Journal.parse(bytes[start..<end]) {
+            model.restore(ClientKey(address), name: name.text)
+            applied += 1
+            start = end + 1
         }
         switch outcome {
         case .success(let replay):
             statistics.journalsReplayed += 1
-            guard replay.lines <= bytes.count(where: { $0 == 0x0a }) else {
-                throw fail("replayed \(replay.lines) lines from \(bytes.count) bytes", context)
+            guard replay.lines == applied else {
+                throw fail("replayed \(replay.lines) lines of \(applied) whole ones", context)
             }
             guard replay.tornTail ? replay.validLength < bytes.count : replay.validLength == bytes.count else {
                 throw fail("valid length \(replay.validLength) of \(bytes.count) bytes, torn tail \(replay.tornTail)", context)
@@ -264,19 +270,28 @@ public struct FuzzHarness {
             statistics.journalsRefused += 1
             guard !error.description.isEmpty else { throw fail("a refused journal with an empty reason", context) }
         }
-        guard registry.count >= before else { throw fail("replaying a journal removed registrations", context) }
-        // Whatever the replay did, applied or stopped half way, the registry
-        // must be whole; the model takes it over.
-        var adopted = Model(maxUsers: registry.maxUsers)
-        for entry in registry.entries {
-            guard adopted.adopt(ClientKey(entry.address), name: entry.username.text) else {
-                throw fail("the journal left a duplicate: \(entry.address) \(entry.username)", context)
-            }
-        }
-        model = adopted
         overLimitAllowed = overLimitAllowed || registry.count > registry.maxUsers
         try checkRegistry(registry, against: model, context: context)
+        // Lines are facts, so applying the same run twice leaves every address
+        // with the same name (what makes compaction crash-safe), whether it
+        // ended in damage or not; only the registration order may change.
+        var again = registry
+        guard Self.replay(bytes, into: &again) == outcome, Self.mapping(again) == Self.mapping(registry) else {
+            throw fail("replaying a journal a second time changed the registry", context)
+        }
         try checkRoundTrip(registry, context: context)
+    }
+
+    private static func replay(_ bytes: [UInt8], into registry: inout Registry) -> Result<Journal.Replay, Journal.DamageError> {
+        do throws(Journal.DamageError) {
+            return .success(try Journal.replay(bytes, into: &registry))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private static func mapping(_ registry: Registry) -> [ClientKey: String] {
+        Dictionary(uniqueKeysWithValues: registry.entries.map { (ClientKey($0.address), $0.username.text) })
     }
 
     // MARK: - Snapshots

@@ -108,6 +108,16 @@ struct Model {
         return true
     }
 
+    /// A journal line applied as a fact, as Journal.swift describes replay:
+    /// whoever else holds the name loses their registration, then the client
+    /// holds the name (renamed in place, or added at the end).
+    mutating func restore(_ key: ClientKey, name: String) {
+        if let holder = holders[Self.fold(name)], holder != key { _ = remove(holder) }
+        if let previous = names[key] { holders[Self.fold(previous)] = nil } else { order.append(key) }
+        names[key] = name
+        holders[Self.fold(name)] = key
+    }
+
     /// Undoes a registration the way `Registry.remove` documents it: the
     /// last registration moves into the hole.
     mutating func remove(_ key: ClientKey) -> Bool {

@@ -5,6 +5,7 @@
 // the whole sequence against one harness (the registry persists, as under
 // libFuzzer). A file added to either folder is picked up without a code change.
 
+import ChatCore
 import ChatFuzzHarness
 import Foundation
 import Testing
@@ -106,6 +107,23 @@ private func read(_ url: URL) throws -> [UInt8] {
         try harness.run([0x05] + Array("CHAT/1 3 CONNECT".utf8))
         #expect(harness.statistics.events["connected"] == 1)
         #expect(harness.statistics.events["registered"] == 2)
+    }
+
+    /// Journal lines are facts: one naming a name that another address holds
+    /// in the kept registry takes it (CI's fuzz run met this once replay
+    /// stopped following the INTRODUCE rules), and a second replay of the
+    /// same journal changes nothing.
+    @Test func aJournalLineTakesItsNameFromTheKeptHolder() throws {
+        var harness = FuzzHarness()
+        try harness.run([0x07] + Array("CHAT/1 1 INTRODUCE bob".utf8))
+        let journal = Journal.line(address: .v4(0x0a00_0005), username: Username("BOB")!)
+        try harness.run([1] + journal)
+        try harness.run([1] + journal)
+        try harness.run([0x07] + Array("CHAT/1 2 CONNECT".utf8))
+        try harness.run([0x05] + Array("CHAT/1 3 CONNECT".utf8))
+        #expect(harness.statistics.journalsReplayed == 2)
+        #expect(harness.statistics.events["notFound"] == 1)
+        #expect(harness.statistics.events["connected"] == 1)
     }
 
     @Test func snapshotsReplaceTheRegistry() throws {
