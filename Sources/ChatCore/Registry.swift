@@ -91,8 +91,8 @@ public struct Registry: Sendable {
     /// Another address holding the name loses it, and its registration: in a
     /// correct history that address takes the name later in the same replay.
     public mutating func restore(_ name: Username, at address: IPAddress) {
-        if let holder = holder(of: name), holder != address {
-            remove(holder)
+        if let holder = findName(name, hash: Record.hash(name: name)), !records[holder].matches(Record.key(address)) {
+            remove(records[holder].address)
         }
         let limit = maxUsers
         maxUsers = max(limit, count + 1)

@@ -87,6 +87,16 @@ private func name(_ text: String) -> Username { Username(text)! }
         #expect(registry.count == 1)
     }
 
+    /// The IPv4-mapped form is the same client, so its record stays where it is.
+    @Test func restoreAtTheMappedFormKeepsTheRecord() {
+        var registry = Registry(maxUsers: 2)
+        _ = registry.introduce(name("alice"), from: .v4(1))
+        _ = registry.introduce(name("bob"), from: .v4(2))
+        registry.restore(name("ALICE"), at: .v6(high: 0, low: 0xffff_0000_0001))
+        #expect(registry.entries.map(\.address) == [.v4(1), .v4(2)])
+        #expect(registry.username(for: .v4(1))?.text == "ALICE")
+    }
+
     @Test(arguments: [0, 1, 10, 30])
     func aTornLastLineIsDroppedAndReported(cut: Int) throws {
         let good = Journal.line(address: .v4(1), username: name("alice"))
