@@ -51,6 +51,22 @@ public struct CommitQueue<Reply> {
     /// Changes not yet confirmed, queued or in flight.
     public var pendingChanges: Int { queued.undo.count + (inFlight?.undo.count ?? 0) }
 
+    /// What the journal on disk gives each address with a pending change:
+    /// the name it held before its first pending change, or nil if it was
+    /// new. A snapshot written while changes are pending writes these, so a
+    /// change whose sync then fails never reaches the snapshot. Taken
+    /// together the names are unique: a name freed by a pending change can
+    /// only have been taken by a later change, which is pending too.
+    public var confirmedNames: [IPAddress: Username?] {
+        var names: [IPAddress: Username?] = [:]
+        for undo in [inFlight, queued].compactMap({ $0 }).flatMap(\.undo) {
+            let key = Registry.Record.key(undo.address)
+            let address = IPAddress.ipv6(high: key.0, low: key.1)  // as the records spell it
+            if names.index(forKey: address) == nil { names[address] = undo.previous }
+        }
+        return names
+    }
+
     /// Whether `address` has a change not yet on disk.
     public func isPending(_ address: IPAddress) -> Bool { pending[address] != nil }
 

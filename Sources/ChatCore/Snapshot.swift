@@ -23,17 +23,31 @@
 public enum Snapshot {
     public static let version = 1
 
-    /// The file's bytes for `records`, saved at `savedAt` (seconds since 1970, UTC).
-    public static func encode(_ records: Registry.Records, savedAt: Int64) -> [UInt8] {
+    /// The file's bytes for `records`, saved at `savedAt` (seconds since
+    /// 1970, UTC), with the addresses in `replacing` holding the name given
+    /// there instead, or left out where it gives nil (see
+    /// `CommitQueue.confirmedNames`). Keys are spelled as the records spell
+    /// addresses (IPv4-mapped ones as IPv4).
+    public static func encode(
+        _ records: Registry.Records, savedAt: Int64, replacing: [IPAddress: Username?] = [:]
+    ) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(64 + records.count * 48)
         out += #"{"version": \#(version), "saved_at": "\#(rfc3339(savedAt))", "users": ["#.utf8
-        for (index, record) in records.enumerated() {
-            out += index == 0 ? "\n".utf8 : ",\n".utf8
+        var first = true
+        for record in records {
+            let replacement = replacing.isEmpty ? nil : replacing[record.address]
+            if case .some(.none) = replacement { continue }
+            out += first ? "\n".utf8 : ",\n".utf8
+            first = false
             out += #"{"ip": ""#.utf8
             appendAddress(record.address, to: &out)
             out += #"", "username": ""#.utf8
-            record.withNameBytes { out += $0 }
+            if case .some(.some(let name)) = replacement {
+                out += name.text.utf8
+            } else {
+                record.withNameBytes { out += $0 }
+            }
             out += #""}"#.utf8
         }
         out += "\n]}\n".utf8

@@ -66,7 +66,6 @@ extension Server {
                     "journal.path": "\(journal.path)", "error": "\(error)",
                 ])
                 let held = commits.commitFailed(registry: &registry)
-                dirty = true  // a snapshot taken meanwhile may hold what was undone
                 for reply in held { answerAgain(reply) }
                 updateStatus()
             case .compacted(let length):

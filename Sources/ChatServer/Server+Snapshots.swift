@@ -29,6 +29,9 @@ extension Server {
     /// as saved from now; a failure marks it dirty again.
     func startSnapshot() {
         let records = registry.records
+        // Pending changes are written as they stand on disk: one whose sync
+        // fails is undone in memory and must not live on in the file.
+        let confirmed = commits.confirmedNames
         let path = settings.snapshotPath
         let savedAt = SystemClock.wallSeconds().seconds
         let outcome = writeOutcome
@@ -36,7 +39,7 @@ extension Server {
         writing = true
         dirty = false
         snapshotWriter.run {
-            var result = writeSnapshot(records, to: path, savedAt: savedAt)
+            var result = writeSnapshot(records, replacing: confirmed, to: path, savedAt: savedAt)
             result.journalLength = covered
             outcome.value.withLock { $0 = result }
         }
@@ -81,11 +84,14 @@ extension Server {
 
 /// Encodes and writes `records` atomically; runs on the writer thread (and
 /// on the loop for the final snapshot), so it touches no server state.
-func writeSnapshot(_ records: Registry.Records, to path: String, savedAt: Int64) -> Server.WriteOutcome {
+func writeSnapshot(
+    _ records: Registry.Records, replacing confirmed: [IPAddress: Username?] = [:], to path: String, savedAt: Int64
+) -> Server.WriteOutcome {
     let start = SystemClock.monotonicNow()
-    let bytes = Snapshot.encode(records, savedAt: savedAt)
+    let bytes = Snapshot.encode(records, savedAt: savedAt, replacing: confirmed)
+    let users = records.count - confirmed.values.count { $0 == nil }
     var outcome = Server.WriteOutcome(
-        path: path, savedAt: savedAt, users: records.count, bytes: bytes.count, duration: .zero, error: nil)
+        path: path, savedAt: savedAt, users: users, bytes: bytes.count, duration: .zero, error: nil)
     do {
         try FileSystem.writeAtomically(bytes, toPath: path)
     } catch {

@@ -249,11 +249,14 @@ public final class Server {
             "datagrams.rate_limited": "\(statistics.rateLimited)",
             "datagrams.unanswered_amplification": "\(statistics.amplificationDropped)",
         ])
-        // Changes already applied get their answer, then the final snapshot covers them.
+        // Changes already applied get their answer, then the final snapshot
+        // covers them; changes queued behind a commit in flight go next, so
+        // nothing is pending when the snapshot is taken.
         startCommit()
         while commits.isCommitting {
             try journal?.waitForOutcome()
             try handleJournalOutcomes()
+            startCommit()
         }
         if writing {
             // Let the background write finish first: two writers would race on the file.

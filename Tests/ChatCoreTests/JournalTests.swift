@@ -205,4 +205,54 @@ private func name(_ text: String) -> Username { Username(text)! }
         let nothing = queue.startCommit()
         #expect(nothing == nil)
     }
+
+    /// A snapshot taken while changes are pending holds what is on disk: the
+    /// same registrations as memory would after the pending sync failed.
+    @Test func snapshotsLeavePendingChangesOut() throws {
+        var generator = SplitMix64(seed: 7)
+        var registry = Registry(maxUsers: 30)
+        var queue = CommitQueue<Int>()
+        var checked = 0
+        for step in 0..<3000 {
+            let address = IPAddress.v4(UInt32(generator.next() % 40))
+            let candidate = name(["n", "N"][Int(generator.next() % 2)] + "\(generator.next() % 50)")
+            switch registry.introduce(candidate, from: address) {
+            case .registered: queue.record(address: address, name: candidate, previous: nil, reply: step)
+            case .renamed(let previous): queue.record(address: address, name: candidate, previous: previous, reply: step)
+            case .unchanged(let previous) where previous.text != candidate.text:
+                queue.record(address: address, name: candidate, previous: previous, reply: step)
+            default: break
+            }
+            switch generator.next() % 8 {
+            case 0: _ = queue.startCommit()
+            case 1: _ = queue.commitSucceeded()
+            default: break
+            }
+            guard queue.pendingChanges > 0 else { continue }
+            let bytes = Snapshot.encode(registry.records, savedAt: 0, replacing: queue.confirmedNames)
+            let written = try Snapshot.load(bytes, maxUsers: 30)
+            var undone = registry
+            var failed = queue
+            _ = failed.commitFailed(registry: &undone)
+            #expect(mapping(written) == mapping(undone), "step \(step)")
+            checked += 1
+        }
+        #expect(checked > 500)
+    }
+
+    @Test func confirmedNamesAreTheNamesBeforeTheFirstPendingChange() {
+        var queue = CommitQueue<String>()
+        queue.record(address: .v4(1), name: name("alice"), previous: nil, reply: "")
+        queue.record(address: .v4(2), name: name("bobby"), previous: name("bob"), reply: "")
+        _ = queue.startCommit()
+        queue.record(address: .v4(1), name: name("alicia"), previous: name("alice"), reply: "")
+        queue.record(address: .v6(high: 0, low: 0xffff_0000_0002), name: name("robert"), previous: name("bobby"), reply: "")
+        #expect(queue.confirmedNames == [.v4(1): nil, .v4(2): name("bob")])
+        _ = queue.commitSucceeded()
+        #expect(queue.confirmedNames == [.v4(1): name("alice"), .v4(2): name("bobby")])
+    }
+}
+
+private func mapping(_ registry: Registry) -> [IPAddress: String] {
+    Dictionary(uniqueKeysWithValues: registry.entries.map { ($0.address, $0.username.text) })
 }
