@@ -46,8 +46,10 @@ public enum Journal {
 
     /// Why a journal cannot be replayed.
     public struct DamageError: Error, Equatable, CustomStringConvertible {
-        public let description: String
-        public init(description: String) { self.description = description }
+        /// The first damaged line, counting from 1.
+        public let line: Int
+        public init(line: Int) { self.line = line }
+        public var description: String { "journal line \(line) is damaged (bad checksum or format)" }
     }
 
     /// What replaying a journal did.
@@ -83,7 +85,7 @@ public enum Journal {
                     replay.tornTail = true
                     return replay
                 }
-                throw DamageError(description: "journal line \(lineNumber) is damaged (bad checksum or format)")
+                throw DamageError(line: lineNumber)
             }
             registry.restore(name, at: address)
             replay.lines += 1

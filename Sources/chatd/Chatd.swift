@@ -113,9 +113,19 @@ struct Chatd: ParsableCommand {
         var registry = try orExit("cannot load snapshot \(serverSettings.snapshotPath)") {
             try loadSnapshot(at: serverSettings.snapshotPath, maxUsers: serverSettings.maxUsers)
         }
-        let (journal, recovery) = try orExit("cannot recover the journal \(serverSettings.journalPath)") {
-            try JournalWriter.recover(
-                at: serverSettings.journalPath, into: &registry, durability: serverSettings.durability)
+        let journalPath = serverSettings.journalPath
+        let (journal, recovery) = try orExit("cannot recover the journal \(journalPath)") {
+            do {
+                return try JournalWriter.recover(at: journalPath, into: &registry, durability: serverSettings.durability)
+            } catch let damage as Journal.DamageError {
+                // Refusing is right, but the administrator needs the way out.
+                fail("""
+                    cannot recover the journal \(journalPath): \(damage)
+                    chatd will not guess which client holds which name. Keep a copy of the file, then delete \
+                    line \(damage.line) (sed -i '\(damage.line)d' \(journalPath)) and start chatd again; \
+                    the registration on that line is lost unless the snapshot holds it.
+                    """)
+            }
         }
         let loadTime = SystemClock.monotonicNow() - loadStart
         if recovery.droppedBytes > 0 {

@@ -121,9 +121,10 @@ private func name(_ text: String) -> Username { Username(text)! }
         middle[10] ^= 0x01  // one flipped bit
         let lines = Journal.line(address: .v4(1), username: name("alice")) + middle + Journal.line(address: .v4(3), username: name("carol"))
         var registry = Registry(maxUsers: 10)
-        #expect(throws: Journal.DamageError(description: "journal line 2 is damaged (bad checksum or format)")) {
+        #expect(throws: Journal.DamageError(line: 2)) {
             try Journal.replay(lines, into: &registry)
         }
+        #expect(Journal.DamageError(line: 2).description == "journal line 2 is damaged (bad checksum or format)")
     }
 
     @Test func replayKeepsConfirmedUsersEvenPastMaxUsers() throws {

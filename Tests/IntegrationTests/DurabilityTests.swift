@@ -57,6 +57,7 @@ struct DurabilityTests {
         #expect(result.status == 1)
         #expect(result.stderr.contains("registry.journal"))
         #expect(result.stderr.contains("journal line 2 is damaged"))
+        #expect(result.stderr.contains("sed -i '2d' \(journalPath(daemon))"), "says how to get going again")
         #expect(try Data(contentsOf: URL(fileURLWithPath: journalPath(daemon))) == Data(content))
     }
 
