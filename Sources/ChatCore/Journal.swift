@@ -23,6 +23,8 @@
 // (their order, which only a snapshot shows, may differ), and the
 // journal can be compacted crash-safely: write the snapshot, then drop the
 // lines it covers. A crash between the two only replays lines twice.
+// This needs the journal to hold every change made after the snapshot (a
+// change it misses can be undone by an older line); the server sees to that.
 //
 // Damage. A crash during an append leaves a torn last line: one without its
 // newline, or a tail of zero bytes where the file system extended the file

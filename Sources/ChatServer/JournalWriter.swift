@@ -33,7 +33,12 @@ public final class JournalWriter: Sendable {
     /// The open file, touched only by the journal thread once serving starts.
     private final class FileBox: @unchecked Sendable {
         var file: AppendFile
-        init(_ file: AppendFile) { self.file = file }
+        /// Bytes ending in the last line whose sync returned.
+        var confirmedLength: Int
+        init(_ file: AppendFile) {
+            self.file = file
+            confirmedLength = file.length
+        }
     }
 
     public init(path: String) throws {
@@ -50,24 +55,32 @@ public final class JournalWriter: Sendable {
         public var lines = 0
         /// Bytes of a torn last line that were cut off (a crash during an append).
         public var droppedBytes = 0
+        /// With durability "periodic": a journal was there (left by "sync")
+        /// and has been replayed. The caller must fold it into a snapshot
+        /// and remove it before serving, since periodic mode journals nothing
+        /// and replay must never run over changes made after its last line.
+        public var mustFold = false
     }
 
     /// Replays the journal at `path` onto `registry` (a torn last line is cut
-    /// off the file first) and opens it for appending. With durability
-    /// "periodic" a missing journal stays missing and nil is returned.
-    /// Damage other than a torn tail throws, leaving the file untouched.
+    /// off the file first) and opens it for appending; with durability
+    /// "periodic" it is only replayed (see `Recovery.mustFold`) and nil is
+    /// returned. Damage other than a torn tail throws, leaving the file untouched.
     public static func recover(
         at path: String, into registry: inout Registry, durability: Durability
     ) throws -> (JournalWriter?, Recovery) {
         var recovery = Recovery()
-        if let bytes = try FileSystem.readFile(atPath: path) {
+        let bytes = try FileSystem.readFile(atPath: path)
+        if let bytes {
             let replay = try Journal.replay(bytes, into: &registry)
             recovery.lines = replay.lines
             if replay.tornTail {
                 recovery.droppedBytes = bytes.count - replay.validLength
-                try FileSystem.truncate(atPath: path, length: replay.validLength)
+                if durability == .sync { try FileSystem.truncate(atPath: path, length: replay.validLength) }
             }
-        } else if durability == .periodic {
+        }
+        guard durability == .sync else {
+            recovery.mustFold = bytes != nil
             return (nil, recovery)
         }
         return (try JournalWriter(path: path), recovery)
@@ -80,15 +93,20 @@ public final class JournalWriter: Sendable {
     func commit(_ lines: [UInt8]) {
         thread.run { [self] in
             let outcome: Outcome
-            let before = file.file.length
+            let before = file.confirmedLength
             do {
+                // Lines of a failed commit that could not be cut then must be
+                // now: replayed later, they would override confirmed ones.
+                if file.file.length != before { try file.file.truncate(to: before) }
                 try file.file.append(lines)
                 try file.file.sync()
-                outcome = .committed(length: file.file.length)
+                file.confirmedLength = file.file.length
+                outcome = .committed(length: file.confirmedLength)
             } catch {
-                // Lines that were written but not synced are unconfirmed: cut them.
+                // Lines that were written but not synced are unconfirmed: cut
+                // them (if this fails too, the next commit tries again first).
                 if file.file.length != before { try? file.file.truncate(to: before) }
-                outcome = .failed(error: "\(error)", length: file.file.length)
+                outcome = .failed(error: "\(error)", length: before)
             }
             outcomes.withLock { $0.append(outcome) }
         }
@@ -101,8 +119,10 @@ public final class JournalWriter: Sendable {
             let outcome: Outcome
             do {
                 let all = try FileSystem.readFile(atPath: path) ?? []
-                try FileSystem.writeAtomically(Array(all[min(count, all.count)...]), toPath: path)
+                let kept = all[min(count, all.count)..<min(file.confirmedLength, all.count)]
+                try FileSystem.writeAtomically(Array(kept), toPath: path)
                 file.file = try AppendFile(path: path)
+                file.confirmedLength = file.file.length
                 outcome = .compacted(length: file.file.length)
             } catch {
                 outcome = .compactionFailed(error: "\(error)")

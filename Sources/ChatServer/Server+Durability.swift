@@ -70,7 +70,9 @@ extension Server {
                 updateStatus()
             case .compacted(let length):
                 journalLength = length
+                compacting = false
             case .compactionFailed(let error):
+                compacting = false
                 // The journal only keeps lines the snapshot covers too: harmless, retried next snapshot.
                 logger.warning("journal not compacted; it will be at the next snapshot", metadata: [
                     "journal.path": "\(journal.path)", "error": "\(error)",

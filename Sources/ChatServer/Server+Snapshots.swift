@@ -26,7 +26,8 @@ extension Server {
     }
 
     /// Hands a copy of the records to the writer thread. The registry counts
-    /// as saved from now; a failure marks it dirty again.
+    /// as saved from now, unless changes were pending (they are written as
+    /// they stand on disk); a failure marks it dirty again.
     func startSnapshot() {
         let records = registry.records
         // Pending changes are written as they stand on disk: one whose sync
@@ -37,7 +38,8 @@ extension Server {
         let outcome = writeOutcome
         let covered = journalLength
         writing = true
-        dirty = false
+        // Pending changes left out now must go into a later snapshot.
+        dirty = !confirmed.isEmpty
         snapshotWriter.run {
             var result = writeSnapshot(records, replacing: confirmed, to: path, savedAt: savedAt)
             result.journalLength = covered
@@ -54,7 +56,10 @@ extension Server {
             return
         }
         // The snapshot holds every change in those journal bytes: drop them.
-        if let journal, outcome.journalLength > 0 { journal.compact(droppingFirst: outcome.journalLength) }
+        if let journal, outcome.journalLength > 0 {
+            journal.compact(droppingFirst: outcome.journalLength)
+            compacting = true
+        }
     }
 
     /// Logs a write's outcome and keeps STATUS= current; on failure the old

@@ -96,12 +96,16 @@ public final class Server {
     /// The outcome of the background write in flight, set by the writer thread.
     let writeOutcome = OutcomeBox()
     var writing = false
-    /// The journal (durability "sync", or one left by an earlier run to compact).
+    /// The journal (durability "sync").
     let journal: JournalWriter?
     /// Changes applied but not yet on disk, and the replies waiting for them.
     var commits = CommitQueue<HeldReply>()
     /// Bytes of the journal known to be on disk.
     var journalLength = 0
+    /// A compaction is queued. Until it is done, `journalLength` counts bytes
+    /// of the file before it, so no snapshot may start: the length it covers
+    /// would be cut from the compacted file, confirmed lines with it.
+    var compacting = false
     var throttle = Throttle<Warning>(window: .seconds(10))
     var limiter: RateLimiter
     /// `logger.logLevel <= .debug`, kept apart: asking the logger copies its
@@ -223,7 +227,7 @@ public final class Server {
                 case .signals: try handleSignals()
                 case .snapshotTimer:
                     _ = try snapshotTimer.read()
-                    if dirty && !writing { startSnapshot() }
+                    if dirty && !writing && !compacting { startSnapshot() }
                 case .snapshotWriter:
                     _ = try snapshotWriter.acknowledge()
                     finishSnapshot()
@@ -263,6 +267,10 @@ public final class Server {
             try snapshotWriter.waitForCompletion()
             _ = try snapshotWriter.acknowledge()
             finishSnapshot()
+        }
+        while compacting {
+            try journal?.waitForOutcome()
+            try handleJournalOutcomes()
         }
         let coveredJournal = journalLength
         guard finish(writeSnapshot(registry.records, to: settings.snapshotPath, savedAt: SystemClock.wallSeconds().seconds))

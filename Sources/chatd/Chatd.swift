@@ -122,10 +122,22 @@ struct Chatd: ParsableCommand {
                 fail("""
                     cannot recover the journal \(journalPath): \(damage)
                     chatd will not guess which client holds which name. Keep a copy of the file, then delete \
-                    line \(damage.line) (sed -i '\(damage.line)d' \(journalPath)) and start chatd again; \
+                    line \(damage.line) (sed -i '\(damage.line)d' \(shellQuoted(journalPath))) and start chatd again; \
                     the registration on that line is lost unless the snapshot holds it.
                     """)
             }
+        }
+        if recovery.mustFold {
+            // Periodic mode journals nothing, so a journal left by "sync" must
+            // go before any change: replayed after one, it would undo it.
+            try orExit("cannot fold the journal \(journalPath) into the snapshot \(serverSettings.snapshotPath)") {
+                let bytes = Snapshot.encode(registry, savedAt: SystemClock.wallSeconds().seconds)
+                try FileSystem.writeAtomically(bytes, toPath: serverSettings.snapshotPath)
+                try FileSystem.removeItem(atPath: journalPath)
+            }
+            logger.notice("durability is periodic: folded the journal into the snapshot and removed it", metadata: [
+                "journal.path": "\(journalPath)", "journal.lines": "\(recovery.lines)",
+            ])
         }
         let loadTime = SystemClock.monotonicNow() - loadStart
         if recovery.droppedBytes > 0 {
@@ -224,6 +236,13 @@ private func orExit<T>(_ what: String, _ body: () throws -> T) throws -> T {
 private func fail(_ message: String) -> Never {
     printError("chatd: \(message)")
     Chatd.exit(withError: ExitCode.failure)
+}
+
+/// `text` as one word for a POSIX shell.
+private func shellQuoted(_ text: String) -> String {
+    let safe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+,:@".unicodeScalars)
+    guard text.isEmpty || !text.unicodeScalars.allSatisfy(safe.contains) else { return text }
+    return "'" + text.split(separator: "'", omittingEmptySubsequences: false).joined(separator: #"'\''"#) + "'"
 }
 
 private func printError(_ message: String) {

@@ -77,6 +77,35 @@ struct DurabilityTests {
         #expect(try String(contentsOfFile: daemon.snapshotPath, encoding: .utf8).contains("rita4"))
     }
 
+    /// Switching to "periodic" with a journal left by "sync": periodic mode
+    /// journals nothing, so the journal is folded into the snapshot at start.
+    /// Kept, it would be replayed over later changes after a crash: here
+    /// .41 gives alice up and .42 takes her, a snapshot holds that, and the
+    /// old line "alice is .41" must not come back.
+    @Test func periodicModeFoldsALeftoverJournalIntoTheSnapshot() throws {
+        let daemon = try Daemon(extraConfig: "durability = \"periodic\"\nsnapshot_interval_s = 1")
+        try FileManager.default.createDirectory(atPath: daemon.folder.appendingPathComponent("state").path, withIntermediateDirectories: true)
+        let leftover = Journal.line(address: IPAddress("127.0.0.41")!, username: Username("alice")!)
+        _ = FileManager.default.createFile(atPath: journalPath(daemon), contents: Data(leftover))
+        try daemon.start()
+        #expect(!FileManager.default.fileExists(atPath: journalPath(daemon)))
+        #expect(try String(contentsOfFile: daemon.snapshotPath, encoding: .utf8).contains(#""ip": "127.0.0.41", "username": "alice""#))
+        #expect(daemon.log.contains("folded the journal into the snapshot"))
+
+        #expect(try daemon.request("CHAT/1 1 INTRODUCE bob", from: "127.0.0.41") == "CHAT/1 1 SUCCESS bob")
+        #expect(try daemon.request("CHAT/1 2 INTRODUCE alice", from: "127.0.0.42") == "CHAT/1 2 SUCCESS alice")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline,
+            (try? String(contentsOfFile: daemon.snapshotPath, encoding: .utf8))?.contains(#""ip": "127.0.0.42""#) != true
+        {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        try daemon.stop(signal: SIGKILL)
+        try daemon.start()
+        #expect(try daemon.request("CHAT/1 3 CONNECT", from: "127.0.0.42") == "CHAT/1 3 SUCCESS alice")
+        #expect(try daemon.request("CHAT/1 4 CONNECT", from: "127.0.0.41") == "CHAT/1 4 SUCCESS bob")
+    }
+
     /// SIGKILL at random moments while 40 clients register, 50 times over:
     /// after every restart, every registration that got a SUCCESS is there.
     @Test func noConfirmedRegistrationIsLostToKill9AtRandomMoments() throws {
