@@ -35,9 +35,22 @@ public final class JournalWriter: Sendable {
         var file: AppendFile
         /// Bytes ending in the last line whose sync returned.
         var confirmedLength: Int
+        /// A compaction put a new file at the path and it is not open yet.
+        var reopenPending = false
         init(_ file: AppendFile) {
             self.file = file
             confirmedLength = file.length
+        }
+
+        /// Opens the file a compaction left at `path`, after making its folder
+        /// entry durable: appends synced into it would otherwise be lost if a
+        /// crash brought the old file back.
+        func reopenIfPending(_ path: String) throws {
+            guard reopenPending else { return }
+            try FileSystem.syncFolder(containing: path)
+            file = try AppendFile(path: path)
+            confirmedLength = file.length
+            reopenPending = false
         }
     }
 
@@ -93,11 +106,11 @@ public final class JournalWriter: Sendable {
     func commit(_ lines: [UInt8]) {
         thread.run { [self] in
             let outcome: Outcome
-            let before = file.confirmedLength
             do {
+                try file.reopenIfPending(path)
                 // Lines of a failed commit that could not be cut then must be
                 // now: replayed later, they would override confirmed ones.
-                if file.file.length != before { try file.file.truncate(to: before) }
+                if file.file.length != file.confirmedLength { try file.file.truncate(to: file.confirmedLength) }
                 try file.file.append(lines)
                 try file.file.sync()
                 file.confirmedLength = file.file.length
@@ -105,8 +118,10 @@ public final class JournalWriter: Sendable {
             } catch {
                 // Lines that were written but not synced are unconfirmed: cut
                 // them (if this fails too, the next commit tries again first).
-                if file.file.length != before { try? file.file.truncate(to: before) }
-                outcome = .failed(error: "\(error)", length: before)
+                if !file.reopenPending, file.file.length != file.confirmedLength {
+                    try? file.file.truncate(to: file.confirmedLength)
+                }
+                outcome = .failed(error: "\(error)", length: file.confirmedLength)
             }
             outcomes.withLock { $0.append(outcome) }
         }
@@ -119,11 +134,19 @@ public final class JournalWriter: Sendable {
             let outcome: Outcome
             do {
                 let all = try FileSystem.readFile(atPath: path) ?? []
-                let kept = all[min(count, all.count)..<min(file.confirmedLength, all.count)]
-                try FileSystem.writeAtomically(Array(kept), toPath: path)
-                file.file = try AppendFile(path: path)
-                file.confirmedLength = file.file.length
-                outcome = .compacted(length: file.file.length)
+                let kept = Array(all[min(count, all.count)..<min(file.confirmedLength, all.count)])
+                do {
+                    try FileSystem.writeAtomically(kept, toPath: path)
+                } catch where !file.file.isReplaced {
+                    throw error
+                } catch {
+                    // Failed after its rename (syncing the folder): the path
+                    // names the compacted file all the same.
+                }
+                file.confirmedLength = kept.count
+                file.reopenPending = true
+                try? file.reopenIfPending(path)  // or at the next commit
+                outcome = .compacted(length: kept.count)
             } catch {
                 outcome = .compactionFailed(error: "\(error)")
             }

@@ -157,7 +157,7 @@ public final class Server {
     ///   - signals: created before any thread started, so SIGTERM, SIGINT and
     ///     SIGHUP are blocked everywhere and arrive here.
     ///   - reloadConfig: reads and checks the config again for SIGHUP.
-    ///   - journal: the journal to append to (durability "sync") or to compact.
+    ///   - journal: the journal to append to and compact (durability "sync"; nil otherwise).
     public init(
         settings: Settings, registry: Registry, sockets: [UDPSocket], origin: SocketOrigin, signals: SignalFD,
         journal: JournalWriter?, logger: Logger, reloadConfig: @escaping () throws -> Config
@@ -277,8 +277,11 @@ public final class Server {
         else { return false }
         if let journal, coveredJournal > 0 {
             journal.compact(droppingFirst: coveredJournal)
-            try journal.waitForOutcome()
-            try handleJournalOutcomes()
+            compacting = true
+            while compacting {
+                try journal.waitForOutcome()
+                try handleJournalOutcomes()
+            }
         }
         return true
     }

@@ -5,7 +5,8 @@
 // one fdatasync covers them all (group commit). When a write fails partway
 // (disk full), the file is cut back to its last good length, so a failed
 // append leaves no partial line behind; the caller undoes the change it
-// tried to record. A new file's folder entry is synced once at creation, or
+// tried to record; should that cut fail too, the next append makes it
+// first. A new file's folder entry is synced once at creation, or
 // the file itself could vanish in a crash.
 
 import Glibc
@@ -15,6 +16,8 @@ public final class AppendFile {
     private var fd: Int32
     /// Bytes in the file, all of them whole appends.
     public private(set) var length: Int
+    /// A failed append left bytes past `length` that could not be cut yet.
+    private var needsCut = false
 
     /// Opens `path` for appending, creating it (mode 0640) if needed.
     public init(path: String) throws {
@@ -34,13 +37,25 @@ public final class AppendFile {
 
     /// Appends `bytes` whole, or throws and leaves the file as it was.
     public func append(_ bytes: [UInt8]) throws {
+        if needsCut {
+            try Posix.truncate(fd: fd, length: length)
+            needsCut = false
+        }
         do {
             try Posix.writeAll(fd: fd, bytes: bytes)
             length += bytes.count
         } catch {
-            try? Posix.truncate(fd: fd, length: length)
+            needsCut = (try? Posix.truncate(fd: fd, length: length)) == nil
             throw error
         }
+    }
+
+    /// Whether `path` names another file than the open one now (a rename
+    /// replaced it), or nothing.
+    public var isReplaced: Bool {
+        guard let open = try? Posix.status(fd: fd) else { return false }
+        guard let named = try? Posix.stat(path: path) else { return true }
+        return open.st_dev != named.st_dev || open.st_ino != named.st_ino
     }
 
     /// Makes every append so far durable (fdatasync).

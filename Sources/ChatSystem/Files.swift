@@ -192,6 +192,12 @@ public enum FileSystem {
         return (String(folder.dropLast()), String(last))
     }
 
+    /// Makes the folder entry of `path` durable (after a rename or unlink).
+    public static func syncFolder(containing path: String) throws {
+        guard let (folder, _) = split(path) else { throw SystemError(errno: EISDIR, call: "fsync(\(path))") }
+        try syncFolder(folder)
+    }
+
     /// Makes a rename in `folder` durable.
     static func syncFolder(_ folder: String) throws {
         let fd = try Posix.open(path: folder, flags: O_RDONLY | O_DIRECTORY)

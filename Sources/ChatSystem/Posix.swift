@@ -203,9 +203,13 @@ public enum Posix {
 
     /// The size of the open file `fd`.
     public static func fileSize(fd: Int32) throws -> Int64 {
+        Int64(try status(fd: fd).st_size)
+    }
+
+    public static func status(fd: Int32) throws -> Glibc.stat {
         var status = Glibc.stat()
         _ = try syscall("fstat") { fstat(fd, &status) }
-        return Int64(status.st_size)
+        return status
     }
 
     /// Sends `signal` to process `pid` (ESRCH if there is none, EPERM if not ours).

@@ -134,6 +134,7 @@ struct Chatd: ParsableCommand {
                 let bytes = Snapshot.encode(registry, savedAt: SystemClock.wallSeconds().seconds)
                 try FileSystem.writeAtomically(bytes, toPath: serverSettings.snapshotPath)
                 try FileSystem.removeItem(atPath: journalPath)
+                try FileSystem.syncFolder(containing: journalPath)
             }
             logger.notice("durability is periodic: folded the journal into the snapshot and removed it", metadata: [
                 "journal.path": "\(journalPath)", "journal.lines": "\(recovery.lines)",

@@ -178,3 +178,37 @@ private func makeFolder() throws -> String {
         try FileSystem.removeItem(atPath: folder)  // already gone: fine
     }
 }
+
+// MARK: - Append-only files
+
+@Suite struct AppendFileTests {
+    @Test func appendsGrowTheFileAndTruncateCutsIt() throws {
+        let folder = try makeFolder()
+        defer { try? FileSystem.removeItem(atPath: folder) }
+        let file = try AppendFile(path: folder + "/journal")
+        try file.append(Array("one\n".utf8))
+        try file.append(Array("two\n".utf8))
+        try file.sync()
+        #expect(file.length == 8)
+        try file.truncate(to: 4)
+        #expect(file.length == 4)
+        #expect(try FileSystem.readFile(atPath: folder + "/journal") == Array("one\n".utf8))
+    }
+
+    /// The journal writer reopens the path when a compaction's rename put a
+    /// new file there; this is how it tells.
+    @Test func knowsWhenThePathNamesAnotherFile() throws {
+        let folder = try makeFolder()
+        defer { try? FileSystem.removeItem(atPath: folder) }
+        let path = folder + "/journal"
+        let file = try AppendFile(path: path)
+        try file.append([1])
+        #expect(!file.isReplaced)
+        try FileSystem.writeAtomically([2], toPath: path)
+        #expect(file.isReplaced)
+        let reopened = try AppendFile(path: path)
+        #expect(!reopened.isReplaced && reopened.length == 1)
+        try FileSystem.removeItem(atPath: path)
+        #expect(reopened.isReplaced)
+    }
+}
