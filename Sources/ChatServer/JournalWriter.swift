@@ -137,11 +137,11 @@ public final class JournalWriter: Sendable {
                 let kept = Array(all[min(count, all.count)..<min(file.confirmedLength, all.count)])
                 do {
                     try FileSystem.writeAtomically(kept, toPath: path)
-                } catch where !file.file.isReplaced {
-                    throw error
                 } catch {
-                    // Failed after its rename (syncing the folder): the path
-                    // names the compacted file all the same.
+                    // Failed after its rename (syncing the folder)? Then the
+                    // path holds the compacted file all the same, and appends
+                    // must go there.
+                    guard file.file.isReplaced, (try? FileSystem.readFile(atPath: path)) == kept else { throw error }
                 }
                 file.confirmedLength = kept.count
                 file.reopenPending = true
