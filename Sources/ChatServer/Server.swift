@@ -268,22 +268,25 @@ public final class Server {
             _ = try snapshotWriter.acknowledge()
             finishSnapshot()
         }
-        while compacting {
-            try journal?.waitForOutcome()
-            try handleJournalOutcomes()
-        }
+        try awaitCompaction()
         let coveredJournal = journalLength
         guard finish(writeSnapshot(registry.records, to: settings.snapshotPath, savedAt: SystemClock.wallSeconds().seconds))
         else { return false }
         if let journal, coveredJournal > 0 {
             journal.compact(droppingFirst: coveredJournal)
             compacting = true
-            while compacting {
-                try journal.waitForOutcome()
-                try handleJournalOutcomes()
-            }
+            try awaitCompaction()
         }
         return true
+    }
+
+    /// Blocks until no compaction is queued, so `journalLength` counts bytes
+    /// of the file as it is.
+    private func awaitCompaction() throws {
+        while compacting {
+            try journal?.waitForOutcome()
+            try handleJournalOutcomes()
+        }
     }
 
     // MARK: - Datagrams
