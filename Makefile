@@ -10,6 +10,9 @@
 #   make uninstall remove what install put in place (never the config or the state)
 #   make clean     remove build output and ./state
 #   make system-test  (root) chatd under a real systemd in private namespaces
+#   make flood-test   1,000,000 bad datagrams while a real client is timed
+#   make fuzz      libFuzzer for FUZZ_SECONDS (60) (Fuzz/README.md)
+#   make test-sanitize  the tests under AddressSanitizer, then ThreadSanitizer
 #   make bench     the performance suite against ../shared/bench (docs/PERFORMANCE.md)
 
 SWIFT     ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
@@ -78,7 +81,7 @@ uninstall:
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml and /var/lib/chatd; remove them by hand if wanted"
 
 clean:
-	rm -rf .build $(STATE)
+	rm -rf .build .build-fuzz .build-asan .build-tsan $(STATE)
 
 # The system test (as root): boots systemd in private namespaces, installs
 # chatd there with `make install PREFIX=/usr` and checks it as a service

@@ -3,7 +3,7 @@
 #
 #   bash bench/run.sh [all|quick|scale]     (make bench runs `all` after a release build)
 #
-#   all     every row (about 4 minutes)
+#   all     every row (about 3 to 4 minutes)
 #   quick   the first three rows: CONNECT and mixed throughput, unloaded round trip
 #   scale   the 1,000,000-user rows: throughput, memory, snapshot write, load and pause
 #

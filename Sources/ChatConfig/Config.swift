@@ -2,7 +2,7 @@
 // config file leaves a key out.
 //
 // Both executables share this one description: chatd reads [server],
-// [registry] and [log], the chat client reads [client]. Every key has a
+// [registry], [limits] and [log], the chat client reads [client]. Every key has a
 // default so that an empty or missing file is a working configuration, and
 // the values here are only ever built by `Config.parse` (which checks them) or
 // by code that constructs them directly, as tests do.

@@ -35,7 +35,6 @@ public struct CommitQueue<Reply> {
         var lines: [UInt8] = []
         var undo: [Undo] = []
         var held: [Reply] = []
-        var addresses: [IPAddress] = []
         var isEmpty: Bool { undo.isEmpty && held.isEmpty }
     }
 
@@ -76,7 +75,6 @@ public struct CommitQueue<Reply> {
     public mutating func record(address: IPAddress, name: Username, previous: Username?, reply: Reply) {
         queued.lines += Journal.line(address: address, username: name)
         queued.undo.append(Undo(address: address, previous: previous))
-        queued.addresses.append(address)
         pending[address, default: 0] += 1
         queued.held.append(reply)
     }
@@ -99,7 +97,7 @@ public struct CommitQueue<Reply> {
     public mutating func commitSucceeded() -> [Reply] {
         guard let group = inFlight else { return [] }
         inFlight = nil
-        release(group.addresses)
+        release(group.undo.map(\.address))
         return group.held
     }
 

@@ -44,7 +44,6 @@ public struct RateLimiter: Sendable {
         previous = Table(slots: 0)
     }
 
-    public var isEnabled: Bool { rate > 0 }
 
     /// Addresses remembered now (at most `capacity`).
     public var trackedAddresses: Int { current.count + previous.count }

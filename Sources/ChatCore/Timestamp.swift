@@ -17,7 +17,7 @@ public func rfc3339(_ secondsSince1970: Int64, milliseconds: Int? = nil) -> Stri
 
 /// Year, month and day of the proleptic Gregorian calendar for a count of
 /// days since 1970-01-01.
-public func civilDate(daysSinceEpoch days: Int64) -> (year: Int64, month: Int64, day: Int64) {
+func civilDate(daysSinceEpoch days: Int64) -> (year: Int64, month: Int64, day: Int64) {
     let shifted = days + 719_468  // from 0000-03-01, so the leap day ends each year
     let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
     let dayOfEra = shifted - era * 146_097

@@ -35,6 +35,10 @@ public final class JournalWriter: Sendable {
         var file: AppendFile
         /// Bytes ending in the last line whose sync returned.
         var confirmedLength: Int
+        /// A failed commit may have left bytes past `confirmedLength` (its
+        /// cut failed too, or a partial write the file's length does not
+        /// count): cut before the next append.
+        var mustCut = false
         /// A compaction put a new file at the path and it is not open yet.
         var reopenPending = false
         init(_ file: AppendFile) {
@@ -50,6 +54,7 @@ public final class JournalWriter: Sendable {
             try FileSystem.syncFolder(containing: path)
             file = try AppendFile(path: path)
             confirmedLength = file.length
+            mustCut = false  // the compacted file holds confirmed bytes only
             reopenPending = false
         }
     }
@@ -68,19 +73,20 @@ public final class JournalWriter: Sendable {
         public var lines = 0
         /// Bytes of a torn last line that were cut off (a crash during an append).
         public var droppedBytes = 0
-        /// With durability "periodic": a journal was there (left by "sync")
-        /// and has been replayed. The caller must fold it into a snapshot
-        /// and remove it before serving, since periodic mode journals nothing
-        /// and replay must never run over changes made after its last line.
-        public var mustFold = false
+        /// With durability "periodic": a journal was there (left by "sync"),
+        /// and it has been folded into the snapshot and removed, since
+        /// periodic mode journals nothing and replay must never run over
+        /// changes made after its last line.
+        public var folded = false
     }
 
     /// Replays the journal at `path` onto `registry` (a torn last line is cut
     /// off the file first) and opens it for appending; with durability
-    /// "periodic" it is only replayed (see `Recovery.mustFold`) and nil is
-    /// returned. Damage other than a torn tail throws, leaving the file untouched.
+    /// "periodic" it is folded into the snapshot at `snapshotPath` instead
+    /// (see `Recovery.folded`) and nil is returned. Damage other than a torn
+    /// tail throws, leaving the file untouched.
     public static func recover(
-        at path: String, into registry: inout Registry, durability: Durability
+        at path: String, into registry: inout Registry, durability: Durability, snapshotPath: String
     ) throws -> (JournalWriter?, Recovery) {
         var recovery = Recovery()
         let bytes = try FileSystem.readFile(atPath: path)
@@ -93,7 +99,13 @@ public final class JournalWriter: Sendable {
             }
         }
         guard durability == .sync else {
-            recovery.mustFold = bytes != nil
+            if bytes != nil {
+                try FileSystem.writeAtomically(
+                    Snapshot.encode(registry, savedAt: SystemClock.wallSeconds().seconds), toPath: snapshotPath)
+                try FileSystem.removeItem(atPath: path)
+                try FileSystem.syncFolder(containing: path)
+                recovery.folded = true
+            }
             return (nil, recovery)
         }
         return (try JournalWriter(path: path), recovery)
@@ -108,9 +120,11 @@ public final class JournalWriter: Sendable {
             let outcome: Outcome
             do {
                 try file.reopenIfPending(path)
-                // Lines of a failed commit that could not be cut then must be
-                // now: replayed later, they would override confirmed ones.
-                if file.file.length != file.confirmedLength { try file.file.truncate(to: file.confirmedLength) }
+                // Bytes of a failed commit, replayed later, would override confirmed lines.
+                if file.mustCut {
+                    try file.file.truncate(to: file.confirmedLength)
+                    file.mustCut = false
+                }
                 try file.file.append(lines)
                 try file.file.sync()
                 file.confirmedLength = file.file.length
@@ -118,9 +132,7 @@ public final class JournalWriter: Sendable {
             } catch {
                 // Lines that were written but not synced are unconfirmed: cut
                 // them (if this fails too, the next commit tries again first).
-                if !file.reopenPending, file.file.length != file.confirmedLength {
-                    try? file.file.truncate(to: file.confirmedLength)
-                }
+                file.mustCut = file.reopenPending || (try? file.file.truncate(to: file.confirmedLength)) == nil
                 outcome = .failed(error: "\(error)", length: file.confirmedLength)
             }
             outcomes.withLock { $0.append(outcome) }

@@ -4,6 +4,8 @@
 //   signalfd          -> SIGTERM/SIGINT: leave the loop; SIGHUP: reload config
 //   snapshot timer    -> every snapshot interval: save the registry if it changed
 //   snapshot writer   -> a background write finished: log it, or retry later
+//   journal thread    -> a commit is on disk (send the replies it held) or
+//                        failed (undo, answer UNAVAILABLE); a compaction ended
 //   housekeeping (1s) -> STATUS= for systemd when it changed, overdue log summaries
 //   watchdog timer    -> WATCHDOG=1 at half systemd's interval, if the loop is healthy
 //
@@ -298,7 +300,9 @@ public final class Server {
     static let amplificationLimit = 3
 
     /// Receives, answers and sends in batches until the socket is empty or
-    /// the per-wake-up limit is reached. Nothing here allocates for a CONNECT.
+    /// the per-wake-up limit is reached. A CONNECT allocates nothing unless
+    /// the name is longer than 15 bytes (Swift's inline small strings), when
+    /// reading it from the registry costs one String.
     func drain(_ socketIndex: Int) {
         let socket = sockets[socketIndex]
         for _ in 0..<Self.batchesPerWakeup {
@@ -319,14 +323,14 @@ public final class Server {
                 // Before parsing: a flood costs one hash lookup a datagram.
                 guard limiter.allow(source.address, now: now) else {
                     statistics.rateLimited += 1
-                    warn(.rateLimited, ["client.ip": "\(source.address)"])
+                    warn(.rateLimited, now: now, ["client.ip": "\(source.address)"])
                     continue
                 }
                 // A datagram cut to the buffer is still longer than 512
                 // bytes, so the handler still sees it as oversized.
                 let payload = incoming.payload(at: index)
                 let result = RequestHandler.handle(payload, from: source.address, registry: &registry)
-                record(result, from: source)
+                record(result, from: source, now: now)
                 guard let response = result.reply else { continue }
                 reply.removeAll(keepingCapacity: true)
                 response.write(into: &reply)
@@ -357,7 +361,7 @@ public final class Server {
         }
     }
 
-    func record(_ result: RequestHandler.Result, from source: Endpoint) {
+    func record(_ result: RequestHandler.Result, from source: Endpoint, now: Instant? = nil) {
         let event = result.event
         if event.changedRegistry { dirty = true }
         switch event {
@@ -365,7 +369,7 @@ public final class Server {
             statistics.dropped += 1
         case .malformed, .unsupportedVersion:
             statistics.malformed += 1
-            warn(.malformed, metadata(result, source))
+            warn(.malformed, now: now, metadata(result, source))
         case .registered(let name):
             var metadata = metadata(result, source)
             metadata["username"] = "\(name)"
@@ -410,8 +414,10 @@ public final class Server {
 
     /// Logs a repeatable warning through the throttle: at once the first
     /// time, then as one summary line per kind per window.
-    func warn(_ kind: Warning, _ metadata: @autoclosure () -> Logger.Metadata) {
-        guard let count = throttle.record(kind, now: SystemClock.monotonicNow()) else { return }
+    /// `now`: the caller's clock reading, where it has one (the datagram path
+    /// warns once per bad datagram in a flood).
+    func warn(_ kind: Warning, now: Instant? = nil, _ metadata: @autoclosure () -> Logger.Metadata) {
+        guard let count = throttle.record(kind, now: now ?? SystemClock.monotonicNow()) else { return }
         report(kind, count: count, metadata())
     }
 

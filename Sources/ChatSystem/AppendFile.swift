@@ -5,8 +5,9 @@
 // one fdatasync covers them all (group commit). When a write fails partway
 // (disk full), the file is cut back to its last good length, so a failed
 // append leaves no partial line behind; the caller undoes the change it
-// tried to record; should that cut fail too, the next append makes it
-// first. A new file's folder entry is synced once at creation, or
+// tried to record (should that cut fail too, `length` still ends at the
+// last good append, for the caller to cut to). A new file's folder entry is
+// synced once at creation, or
 // the file itself could vanish in a crash.
 
 import Glibc
@@ -16,8 +17,6 @@ public final class AppendFile {
     private var fd: Int32
     /// Bytes in the file, all of them whole appends.
     public private(set) var length: Int
-    /// A failed append left bytes past `length` that could not be cut yet.
-    private var needsCut = false
 
     /// Opens `path` for appending, creating it (mode 0640) if needed.
     public init(path: String) throws {
@@ -25,7 +24,7 @@ public final class AppendFile {
         fd = try Posix.open(path: path, flags: O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
         do {
             length = Int(try Posix.fileSize(fd: fd))
-            if !existed, let (folder, _) = FileSystem.split(path) { try FileSystem.syncFolder(folder) }
+            if !existed { try FileSystem.syncFolder(containing: path) }
         } catch {
             try? Posix.close(fd: fd)
             throw error
@@ -37,15 +36,11 @@ public final class AppendFile {
 
     /// Appends `bytes` whole, or throws and leaves the file as it was.
     public func append(_ bytes: [UInt8]) throws {
-        if needsCut {
-            try Posix.truncate(fd: fd, length: length)
-            needsCut = false
-        }
         do {
             try Posix.writeAll(fd: fd, bytes: bytes)
             length += bytes.count
         } catch {
-            needsCut = (try? Posix.truncate(fd: fd, length: length)) == nil
+            try? Posix.truncate(fd: fd, length: length)
             throw error
         }
     }

@@ -67,12 +67,13 @@ public enum FileSystem {
                             Glibc.write(fd, buffer.baseAddress! + offset, end - offset)
                         }
                     }
+                    // Only pacing: the fsync below is what makes the file durable.
                     let start = (offset - 1) / step * step
-                    _ = chatd_sync_file_range(fd, Int64(start), Int64(offset - start), UInt32(CHATD_SYNC_FILE_RANGE_WRITE))
+                    try? Posix.syncFileRange(fd: fd, offset: start, length: offset - start, flags: CHATD_SYNC_FILE_RANGE_WRITE)
                     if start >= step {
                         let flags = CHATD_SYNC_FILE_RANGE_WAIT_BEFORE | CHATD_SYNC_FILE_RANGE_WRITE
                             | CHATD_SYNC_FILE_RANGE_WAIT_AFTER
-                        _ = chatd_sync_file_range(fd, Int64(start - step), Int64(step), UInt32(flags))
+                        try? Posix.syncFileRange(fd: fd, offset: start - step, length: step, flags: flags)
                     }
                 }
             }
@@ -112,7 +113,6 @@ public enum FileSystem {
         }
     }
 
-    /// Whether anything (file, folder, ...) exists at `path`, following symlinks.
     /// Cuts the file at `path` to `length` bytes and syncs it (for a torn journal tail).
     public static func truncate(atPath path: String, length: Int) throws {
         let fd = try Posix.open(path: path, flags: O_WRONLY)
@@ -121,6 +121,7 @@ public enum FileSystem {
         try Posix.fsync(fd: fd)
     }
 
+    /// Whether anything (file, folder, ...) exists at `path`, following symlinks.
     public static func fileExists(atPath path: String) -> Bool {
         (try? Posix.stat(path: path)) != nil
     }

@@ -8,6 +8,7 @@
 // call for everything else. The rest of the package sees Swift values and
 // typed errors, never errno.
 
+import CLinux
 import Glibc
 
 // MARK: - Errors
@@ -225,6 +226,13 @@ public enum Posix {
         while nanosleep(&remaining, &left) != 0 {
             guard errno == EINTR else { throw SystemError(errno: errno, call: "nanosleep") }
             remaining = left
+        }
+    }
+
+    /// Starts (and with the WAIT flags, waits for) writeback of part of a file.
+    public static func syncFileRange(fd: Int32, offset: Int, length: Int, flags: Int) throws {
+        _ = try syscall("sync_file_range") {
+            chatd_sync_file_range(fd, Int64(offset), Int64(length), UInt32(flags))
         }
     }
 

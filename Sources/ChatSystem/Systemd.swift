@@ -58,11 +58,11 @@ public enum Systemd {
     /// fd 2 itself, because the variable is inherited by children whose
     /// stderr was redirected elsewhere.
     public static func standardErrorIsJournal() -> Bool {
-        guard let value = getenv("JOURNAL_STREAM").map({ String(cString: $0) }) else { return false }
+        guard let value = Posix.environment("JOURNAL_STREAM") else { return false }
         let parts = value.split(separator: ":")
-        guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]) else { return false }
-        var status = stat()
-        guard fstat(2, &status) == 0 else { return false }
+        guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]),
+            let status = try? Posix.status(fd: 2)
+        else { return false }
         return UInt64(status.st_dev) == device && UInt64(status.st_ino) == inode
     }
 

@@ -67,12 +67,18 @@ struct FloodCommand: ParsableCommand {
 
     func validate() throws {
         guard IPAddress(server)?.isIPv4 == true else { throw ValidationError("--server must be an IPv4 address") }
-        guard IPAddress(sourceBase)?.isIPv4 == true, IPAddress(probeSource)?.isIPv4 == true else {
-            throw ValidationError("--source-base and --probe-source must be IPv4 addresses")
-        }
+        guard IPAddress(probeSource)?.isIPv4 == true else { throw ValidationError("--probe-source must be an IPv4 address") }
         guard (1...65535).contains(port) else { throw ValidationError("--port must be 1 to 65535") }
         guard (1...100_000_000).contains(datagrams) else { throw ValidationError("--datagrams must be 1 to 100000000") }
         guard (1...100_000).contains(perSource) else { throw ValidationError("--per-source must be 1 to 100000") }
+        // Every source is bound on this machine, so all must lie in 127.0.0.0/8
+        // (Flooder skips .0 and .255: about one address in 128 more).
+        let sources = (datagrams + perSource - 1) / perSource
+        guard case .v4(let base)? = IPAddress(sourceBase), base >> 24 == 127, base & 0x00ff_ffff != 0,
+            UInt64(base) + UInt64(sources + sources / 127 + 2) <= UInt64(ClientAddresses.lastLoopback)
+        else {
+            throw ValidationError("--source-base must be an IPv4 address in 127.0.0.0/8 with room for \(sources) sources after it, got \(sourceBase)")
+        }
         guard (1...1000).contains(probeIntervalMs) else { throw ValidationError("--probe-interval-ms must be 1 to 1000") }
         guard (1...10_000).contains(timeoutMs) else { throw ValidationError("--timeout-ms must be 1 to 10000") }
     }
@@ -88,8 +94,7 @@ struct FloodCommand: ParsableCommand {
         let (total, perSource) = (datagrams, perSource)
         let start = SystemClock.monotonicNow()
         flooder.run {
-            Flooder.send(total, perSource: perSource, from: base, to: target)
-            done.set()
+            done.set(flooded: Flooder.send(total, perSource: perSource, from: base, to: target))
         }
 
         var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
@@ -123,19 +128,20 @@ struct FloodCommand: ParsableCommand {
         let seconds = Double((SystemClock.monotonicNow() - start).nanoseconds) / 1e9
         let memory = serverPid.flatMap { pid in try? FileSystem.readFile(atPath: "/proc/\(pid)/status") }
         let peakKiB = memory.flatMap { ProcFS.field("VmHWM:", statusText: $0) }
-        let residentKiB = memory.flatMap { ProcFS.field("VmRSS:", statusText: $0) }
+        let residentKiB = memory.flatMap { ProcFS.residentKiB(statusText: $0) }
         let p50 = Double(histogram.valueAtPercentile(50)) / 1000
         let p99 = Double(histogram.valueAtPercentile(99)) / 1000
         let max = Double(histogram.max) / 1000
-        let pass = p99 < maxP99Ms && lost <= maxLost
+        let flooded = done.flooded
+        let pass = p99 < maxP99Ms && lost <= maxLost && flooded == total
         if json {
             print(
-                #"{"flood_datagrams": \#(total), "flood_seconds": \#(seconds), "sources": \#((total + perSource - 1) / perSource), "probe_sent": \#(sent), "probe_lost": \#(lost), "probe_p50_ms": \#(p50), "probe_p99_ms": \#(p99), "probe_max_ms": \#(max), "server_peak_kib": \#(peakKiB.map(String.init) ?? "null"), "server_rss_kib": \#(residentKiB.map(String.init) ?? "null"), "pass": \#(pass)}"#)
+                #"{"flood_datagrams": \#(flooded), "flood_seconds": \#(seconds), "sources": \#((total + perSource - 1) / perSource), "probe_sent": \#(sent), "probe_lost": \#(lost), "probe_p50_ms": \#(p50), "probe_p99_ms": \#(p99), "probe_max_ms": \#(max), "server_peak_kib": \#(peakKiB.map(String.init) ?? "null"), "server_rss_kib": \#(residentKiB.map(String.init) ?? "null"), "pass": \#(pass)}"#)
         } else {
-            print("flood: \(total) datagrams from \((total + perSource - 1) / perSource) addresses in \(String(format2: seconds)) s")
-            print("probe: \(sent) CONNECTs, \(lost) lost, round trip p50 \(String(format2: p50)) ms, p99 \(String(format2: p99)) ms, max \(String(format2: max)) ms")
+            print("flood: \(flooded) of \(total) datagrams from \((total + perSource - 1) / perSource) addresses in \(fixed(seconds, 2)) s")
+            print("probe: \(sent) CONNECTs, \(lost) lost, round trip p50 \(fixed(p50, 2)) ms, p99 \(fixed(p99, 2)) ms, max \(fixed(max, 2)) ms")
             if let peakKiB, let residentKiB { print("server: peak memory \(peakKiB) KiB, resident at the end \(residentKiB) KiB") }
-            print(pass ? "PASS" : "FAIL: p99 must be under \(maxP99Ms) ms with at most \(maxLost) lost")
+            print(pass ? "PASS" : "FAIL: every datagram sent, p99 under \(maxP99Ms) ms and at most \(maxLost) lost")
         }
         if !pass { throw ExitCode.failure }
     }
@@ -157,13 +163,21 @@ struct FloodCommand: ParsableCommand {
 /// Set once by the flooding thread, read by the main one.
 private final class DoneFlag: Sendable {
     private let value = Atomic<Bool>(false)
-    func set() { value.store(true, ordering: .releasing) }
+    private let count = Atomic<Int>(0)
+    func set(flooded: Int) {
+        count.store(flooded, ordering: .relaxed)
+        value.store(true, ordering: .releasing)
+    }
     var isSet: Bool { value.load(ordering: .acquiring) }
+    /// Datagrams the flooder sent; read after `isSet`.
+    var flooded: Int { count.load(ordering: .relaxed) }
 }
 
 /// The flooding thread's work.
 private enum Flooder {
-    static func send(_ total: Int, perSource: Int, from base: UInt32, to target: Endpoint) {
+    /// Returns how many datagrams went out: fewer than `total` only when a
+    /// source address cannot be bound, which ends the flood.
+    static func send(_ total: Int, perSource: Int, from base: UInt32, to target: Endpoint) -> Int {
         var random = SystemRandomNumberGenerator()
         var sent = 0
         var source: UInt32 = 0
@@ -177,7 +191,7 @@ private enum Flooder {
                 address = base &+ source
             }
             source += 1
-            guard let socket = try? UDPSocket(binding: Endpoint(.v4(address), port: 0)) else { continue }
+            guard let socket = try? UDPSocket(binding: Endpoint(.v4(address), port: 0)) else { return sent }
             for _ in 0..<min(perSource, total - sent) {
                 makeGarbage(into: &datagram, using: &random)
                 // A full buffer drops the datagram, as the network would.
@@ -186,6 +200,7 @@ private enum Flooder {
             }
             try? socket.close()
         }
+        return sent
     }
 
     private static let prefixes: [[UInt8]] = [
@@ -199,14 +214,5 @@ private enum Flooder {
         datagram += prefixes[Int.random(in: 0..<prefixes.count, using: &random)]
         let length = Int.random(in: 0...100, using: &random) == 0 ? 600 : Int.random(in: 0...40, using: &random)
         for _ in 0..<length { datagram.append(UInt8.random(in: 0...255, using: &random)) }
-    }
-}
-
-extension String {
-    /// Two decimals, without Foundation.
-    init(format2 value: Double) {
-        let hundredths = Int((value * 100).rounded())
-        let fraction = hundredths % 100
-        self = "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
     }
 }

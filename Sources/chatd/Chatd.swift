@@ -116,7 +116,9 @@ struct Chatd: ParsableCommand {
         let journalPath = serverSettings.journalPath
         let (journal, recovery) = try orExit("cannot recover the journal \(journalPath)") {
             do {
-                return try JournalWriter.recover(at: journalPath, into: &registry, durability: serverSettings.durability)
+                return try JournalWriter.recover(
+                    at: journalPath, into: &registry, durability: serverSettings.durability,
+                    snapshotPath: serverSettings.snapshotPath)
             } catch let damage as Journal.DamageError {
                 // Refusing is right, but the administrator needs the way out.
                 fail("""
@@ -127,15 +129,7 @@ struct Chatd: ParsableCommand {
                     """)
             }
         }
-        if recovery.mustFold {
-            // Periodic mode journals nothing, so a journal left by "sync" must
-            // go before any change: replayed after one, it would undo it.
-            try orExit("cannot fold the journal \(journalPath) into the snapshot \(serverSettings.snapshotPath)") {
-                let bytes = Snapshot.encode(registry, savedAt: SystemClock.wallSeconds().seconds)
-                try FileSystem.writeAtomically(bytes, toPath: serverSettings.snapshotPath)
-                try FileSystem.removeItem(atPath: journalPath)
-                try FileSystem.syncFolder(containing: journalPath)
-            }
+        if recovery.folded {
             logger.notice("durability is periodic: folded the journal into the snapshot and removed it", metadata: [
                 "journal.path": "\(journalPath)", "journal.lines": "\(recovery.lines)",
             ])

@@ -497,7 +497,7 @@ step3_journal() {
     fi
 }
 
-# reload_chatd WHAT: systemctl reload chatd, bounded; sets reload_rc.
+# reload_chatd: systemctl reload chatd, bounded; sets reload_rc.
 reload_chatd() {
     reload_rc=0
     local started=$SECONDS
