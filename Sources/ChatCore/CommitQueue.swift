@@ -44,6 +44,9 @@ public struct CommitQueue<Reply> {
 
     public init() {}
 
+    /// Nothing queued and nothing in flight.
+    public var isEmpty: Bool { inFlight == nil && queued.isEmpty }
+
     /// Whether a commit is being written.
     public var isCommitting: Bool { inFlight != nil }
 

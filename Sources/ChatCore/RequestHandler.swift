@@ -1,10 +1,12 @@
 // The server's side of CHAT/1: one datagram and its source in, one reply out.
 //
-// The handler is a function of (datagram, source address, registry). It does
-// no I/O and keeps no state of its own, so everything the server promises
-// about answers can be tested without a socket. The `Event` it returns says
-// what happened in terms the caller needs: whether to log it, at what level,
-// and whether the registry must be saved again.
+// The handler is a function of (datagram, source address, registry): the
+// answer to each request, as the table below and docs/PROTOCOL.md give it.
+// It keeps no state of its own; ChatService, which owns the registry, calls
+// it for every datagram and decides everything around the answer (rate
+// limits, amplification, durability, what to report). The `Event` it
+// returns says what happened, and `Event.change` is the one place that says
+// which events change the registry.
 //
 //   CONNECT              known address -> SUCCESS <name>
 //                        unknown       -> ERROR CLIENT_NOT_FOUND
@@ -33,14 +35,20 @@ public enum RequestHandler {
         case taken(Username)
         case full(Username)
 
-        /// Whether the registry changed and must be saved again.
-        public var changedRegistry: Bool {
+        /// The change this event made to the registry: the name the source
+        /// address now holds and the one it held before (nil if it was new);
+        /// nil when the registry did not change. A respelling is a change.
+        public var change: (name: Username, previous: Username?)? {
             switch self {
-            case .registered, .renamed: true
-            case .reintroduced(let from, let to): from.text != to.text
-            default: false
+            case .registered(let name): (name, nil)
+            case .renamed(let previous, let name): (name, previous)
+            case .reintroduced(let previous, let name) where previous.text != name.text: (name, previous)
+            default: nil
             }
         }
+
+        /// Whether the registry changed and must be saved again.
+        public var changedRegistry: Bool { change != nil }
     }
 
     public struct Result: Equatable, Sendable {
@@ -52,7 +60,11 @@ public enum RequestHandler {
     public static func handle(
         _ datagram: UnsafeRawBufferPointer, from address: IPAddress, registry: inout Registry
     ) -> Result {
-        switch RequestParse(datagram) {
+        handle(RequestParse(datagram), from: address, registry: &registry)
+    }
+
+    public static func handle(_ parse: RequestParse, from address: IPAddress, registry: inout Registry) -> Result {
+        switch parse {
         case .notChat:
             return Result(reply: nil, event: .dropped)
         case .malformed(let id):

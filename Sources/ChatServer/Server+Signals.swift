@@ -60,20 +60,10 @@ extension Server {
                     "log.target": "\(settings.logTarget)", "log.target.new": "\(new.logTarget)",
                 ], level: .warning)
         }
-        if new.snapshotInterval != settings.snapshotInterval {
-            do {
-                try snapshotTimer.arm(after: new.snapshotInterval, interval: new.snapshotInterval)
-            } catch {
-                return refuseReload("cannot re-arm the snapshot timer", ["error": "\(error)"], level: .error)
-            }
-        }
-        registry.maxUsers = new.maxUsers
-        limiter.rate = new.ratePerIP
-        limiter.burst = Double(new.burstPerIP)
+        service.reconfigure(new.service, now: clock())
         logger.logLevel = new.logLevel
-        debugLogging = new.logLevel <= .debug
         settings = new
-        statusNote = "config reloaded"
+        reloadNote = "config reloaded"
         logger.info("config reloaded", metadata: [
             "message.id": MessageID.reloaded, "log.level": "\(new.logLevel)",
             "registry.max_users": "\(new.maxUsers)",
@@ -85,7 +75,7 @@ extension Server {
     func refuseReload(
         _ reason: String, _ metadata: Logger.Metadata, level: Logger.Level
     ) -> (applied: Bool, reason: String?) {
-        statusNote = "reload refused: \(reason); running config kept"
+        reloadNote = "reload refused: \(reason); running config kept"
         var metadata = metadata
         metadata["message.id"] = MessageID.reloadRefused
         metadata["reason"] = "\(reason)"

@@ -1,5 +1,6 @@
 // Datagrams in batches: one recvmmsg fills up to `capacity` of them, one
-// sendmmsg sends up to `capacity` replies.
+// sendmmsg sends up to `capacity` datagrams: replies to a received batch, or
+// datagrams to any endpoint (held replies today, pushes to members later).
 //
 // A syscall per datagram is most of what a UDP server spends at high rates;
 // a batch of 64 spreads that cost. The memory (payloads, peer addresses,
@@ -114,6 +115,30 @@ public final class DatagramBatch {
         headers[slot] = chatd_mmsghdr()
         headers[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + slot)
         headers[slot].msg_hdr.msg_namelen = batch.headers[index].msg_hdr.msg_namelen
+        headers[slot].msg_hdr.msg_iov = vectors + slot
+        headers[slot].msg_hdr.msg_iovlen = 1
+        count += 1
+        return true
+    }
+
+    /// Adds a datagram for `destination`, addressed as `socket` needs it
+    /// (IPv4 as `::ffff:a.b.c.d` on an IPv6 socket); false when this batch
+    /// is full. Throws for an IPv6 destination on an IPv4 socket.
+    /// `bytes` longer than `datagramSize` are cut.
+    public func append(_ bytes: UnsafeRawBufferPointer, to destination: Endpoint, on socket: UDPSocket) throws -> Bool {
+        guard count < capacity else { return false }
+        let slot = count
+        let length = try SocketAddress.with(destination, ipv6: socket.isIPv6) { address, length in
+            UnsafeMutableRawPointer(addresses + slot).copyMemory(from: address, byteCount: Int(length))
+            return length
+        }
+        usedForSending = true
+        let size = min(bytes.count, datagramSize)
+        if let source = bytes.baseAddress { (payloads.baseAddress! + slot * datagramSize).copyMemory(from: source, byteCount: size) }
+        vectors[slot].iov_len = size
+        headers[slot] = chatd_mmsghdr()
+        headers[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + slot)
+        headers[slot].msg_hdr.msg_namelen = length
         headers[slot].msg_hdr.msg_iov = vectors + slot
         headers[slot].msg_hdr.msg_iovlen = 1
         count += 1

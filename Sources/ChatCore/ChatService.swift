@@ -1,0 +1,490 @@
+// chatd's server as one state machine: every decision the server makes,
+// with no I/O. The shell (ChatServer) feeds it datagrams, the time and the
+// outcomes of storage, and carries out what it asks for.
+//
+// Theory of operation
+// -------------------
+// Inputs, each with the time where time matters:
+//
+//   handle(datagram:from:socket:now:reply:)  one datagram; returns whether
+//                        `reply` holds an answer to send back at once (the
+//                        common case, kept free of allocation)
+//   handleTimeout(now:)  deadlines that have passed (nextTimeout() says when)
+//   committed / commitFailed             the journal group in flight
+//   snapshotWritten / snapshotFailed     the snapshot in flight
+//   compacted / compactionFailed         the journal compaction in flight
+//   reconfigure(_:now:), stop(), writeFinalSnapshot()
+//
+// Outputs, drained by the shell after each input or batch of inputs:
+//
+//   pollStorageWork()    journal lines to append and sync, a snapshot to
+//                        write, a compaction; each answered by an input above
+//   pollTransmit()       datagrams to send that are not the answer of the
+//                        moment: replies held for a sync, UNAVAILABLE
+//   pollEvent()          what happened, for the log, each reported once it
+//                        is true (a registration once it is on disk)
+//   nextTimeout()        when to call handleTimeout next
+//
+// A datagram goes through, in order: the per-address rate limit (before
+// parsing, so a flood costs one hash lookup a datagram), the answer
+// (RequestHandler, the protocol's table), the amplification rule (no reply
+// over 3 times its request), then durability. With durability "sync" a
+// change is applied at once, so the next request sees it, but its SUCCESS
+// waits in the CommitQueue until the journal line is synced, and so does any
+// other reply to that address, since it reflects the unconfirmed change. If
+// the sync fails every pending change is undone; a held INTRODUCE is then
+// answered UNAVAILABLE (its answer was decided on state that did not last),
+// a held CONNECT is answered afresh from the registry, which it only reads,
+// and any other held reply (MALFORMED and the like) goes out as it was.
+// Nothing is ever answered by running a request a second time.
+//
+// Snapshots and the journal: the crash-safety rules
+// --------------------------------------------------
+// 1. A snapshot holds pending changes as they stand on disk
+//    (CommitQueue.confirmedNames): one whose sync then fails must not live
+//    on in the file.
+// 2. A snapshot covers the journal bytes on disk when it was taken; once
+//    it is written those bytes, and only those, may be compacted away.
+// 3. No snapshot starts while a compaction is queued or running, nor while
+//    another is being written: the length it would cover would count bytes
+//    of a file that is about to change.
+// 4. A failed snapshot marks the registry dirty again and keeps the journal
+//    whole; a failed compaction only leaves lines the snapshot covers too,
+//    which replay applies again harmlessly (Journal.swift).
+// Under durability "periodic" there is no journal: changes are answered at
+// once and reach the disk with the next snapshot.
+
+public struct ChatService {
+    /// What the service takes from the config; `reconfigure` changes it.
+    public struct Configuration: Equatable, Sendable {
+        public var maxUsers: Int
+        /// Per-address token bucket: tokens per second (0: no limit) and most saved up.
+        public var ratePerIP: Double
+        public var burstPerIP: Int
+        /// Durability "sync": changes are journaled and confirmed only once synced.
+        public var journaling: Bool
+        public var snapshotInterval: Duration
+        /// Report every answered request (for debug logging), not only the notable ones.
+        public var reportsEveryRequest: Bool
+
+        public init(
+            maxUsers: Int, ratePerIP: Double, burstPerIP: Int, journaling: Bool, snapshotInterval: Duration,
+            reportsEveryRequest: Bool = false
+        ) {
+            self.maxUsers = maxUsers
+            self.ratePerIP = ratePerIP
+            self.burstPerIP = burstPerIP
+            self.journaling = journaling
+            self.snapshotInterval = snapshotInterval
+            self.reportsEveryRequest = reportsEveryRequest
+        }
+    }
+
+    /// A datagram to send. `socket` is the shell's token for the socket the
+    /// request came in on, handed back unchanged.
+    public struct Transmit: Equatable, Sendable {
+        public var destination: Endpoint
+        public var socket: Int
+        public var bytes: [UInt8]
+    }
+
+    /// Storage the shell must carry out, answering with the matching input.
+    public enum StorageWork: Sendable {
+        /// Append these journal bytes and sync them: `committed` or `commitFailed`.
+        case commit([UInt8])
+        /// Encode and write the snapshot atomically: `snapshotWritten` or `snapshotFailed`.
+        case writeSnapshot(SnapshotJob)
+        /// Drop the first `count` bytes of the journal: `compacted` or `compactionFailed`.
+        case compact(droppingFirst: Int)
+    }
+
+    /// A snapshot to write: `Snapshot.encode(records, savedAt:, replacing:)`.
+    public struct SnapshotJob: Sendable {
+        public var records: Registry.Records
+        /// Pending changes as they stand on disk (rule 1).
+        public var replacing: [IPAddress: Username?]
+        /// Registrations the file will hold.
+        public var users: Int
+    }
+
+    /// What the shell learnt from writing a snapshot.
+    public struct SnapshotReport: Equatable, Sendable {
+        /// Seconds since 1970, UTC, as written in the file.
+        public var savedAt: Int64
+        public var bytes: Int
+        public var duration: Duration
+
+        public init(savedAt: Int64, bytes: Int, duration: Duration) {
+            self.savedAt = savedAt
+            self.bytes = bytes
+            self.duration = duration
+        }
+    }
+
+    /// Something that happened, reported once it is true.
+    public enum Event: Equatable, Sendable {
+        /// A new address holds a name (on disk, with durability "sync").
+        case registered(Username, client: Endpoint, requestID: UInt32)
+        /// An address holds another name, or another spelling of its name.
+        case renamed(from: Username, to: Username, client: Endpoint, requestID: UInt32)
+        /// Any other answer; only with `reportsEveryRequest`.
+        case answered(RequestHandler.Event, client: Endpoint, requestID: UInt32)
+        /// Off the grammar, or another version of the protocol; answered with an error.
+        case malformed(client: Endpoint, requestID: UInt32)
+        case rateLimited(client: Endpoint)
+        case registryFull(Username, client: Endpoint, requestID: UInt32)
+        /// A journal sync failed: its changes were undone and answered UNAVAILABLE.
+        case journalFailed(error: String)
+        case snapshotWritten(SnapshotReport, users: Int)
+        case snapshotFailed(error: String)
+        case compactionFailed(error: String)
+    }
+
+    /// Counts of what the service has seen.
+    public struct Counters: Equatable, Sendable {
+        public var received = 0
+        /// Not CHAT/1 at all: dropped unanswered.
+        public var dropped = 0
+        public var malformed = 0
+        /// Dropped by the per-address rate limit.
+        public var rateLimited = 0
+        /// Not answered because the reply would be over 3 times the request's size.
+        public var amplificationDropped = 0
+    }
+
+    /// No reply is more than this many times the size of its request, so a
+    /// forged source cannot use chatd to multiply traffic at a victim.
+    public static let amplificationLimit = 3
+
+    public private(set) var configuration: Configuration
+    public private(set) var registry: Registry
+    public private(set) var counters = Counters()
+    /// When the last snapshot was written (seconds since 1970), if one was since start.
+    public private(set) var lastSnapshot: Int64?
+    /// Why registrations are refused now (the last journal sync failed), if they are.
+    public private(set) var journalError: String?
+    /// Why the last snapshot failed, until one is written.
+    public private(set) var snapshotError: String?
+
+    private var limiter: RateLimiter
+    private var commits = CommitQueue<Held>()
+    private var timers = TimerQueue<Timer>()
+    private var storageWork: [StorageWork] = []
+    private var transmits: [Transmit] = []
+    private var transmitsTaken = 0
+    private var events: [Event] = []
+    private var eventsTaken = 0
+    /// Journal bytes known to be on disk.
+    private var journalLength: Int
+    /// The registry changed since the last snapshot started.
+    private var dirty = false
+    private var snapshotInFlight: (covers: Int, users: Int)?
+    private var compacting = false
+    private var stopping = false
+
+    private enum Timer: Hashable, Sendable {
+        case snapshot
+    }
+
+    /// A reply waiting for a journal sync, with what to do if the sync fails.
+    private struct Held: Sendable {
+        /// Nil when the reply broke the amplification rule: the change still counts.
+        var transmit: Transmit?
+        var requestSize: Int
+        var ifSyncFails: IfSyncFails
+        /// Reported once the sync succeeds.
+        var event: Event?
+    }
+
+    private enum IfSyncFails: Sendable {
+        case sendAsIs
+        case refuse(id: UInt32)
+        case answerConnect(id: UInt32)
+    }
+
+    /// - Parameters:
+    ///   - registry: as loaded from the snapshot and journal.
+    ///   - journalLength: bytes of the journal on disk (0 without one).
+    ///   - seed: random, for the rate limiter's hash.
+    public init(configuration: Configuration, registry: Registry, journalLength: Int, now: Instant, seed: UInt64) {
+        self.configuration = configuration
+        self.registry = registry
+        self.registry.maxUsers = configuration.maxUsers
+        self.journalLength = journalLength
+        limiter = RateLimiter(rate: configuration.ratePerIP, burst: Double(configuration.burstPerIP), seed: seed)
+        timers.schedule(.snapshot, at: now + configuration.snapshotInterval)
+    }
+
+    // MARK: - Datagrams
+
+    /// Handles one datagram from `source`. Returns true when `reply` holds
+    /// the answer to send to `source` now; false when there is nothing to
+    /// send now (dropped, or held for a sync: see `pollTransmit`). A
+    /// CONNECT allocates nothing unless the name is longer than 15 bytes.
+    public mutating func handle(
+        datagram: UnsafeRawBufferPointer, from source: Endpoint, socket: Int, now: Instant, reply: inout [UInt8]
+    ) -> Bool {
+        counters.received += 1
+        guard limiter.allow(source.address, now: now) else {
+            counters.rateLimited += 1
+            events.append(.rateLimited(client: source))
+            return false
+        }
+        // A datagram cut to the shell's buffer is still longer than 512
+        // bytes, so it is still seen as oversized.
+        let parse = RequestParse(datagram)
+        let result = RequestHandler.handle(parse, from: source.address, registry: &registry)
+        guard let response = result.reply else {
+            counters.dropped += 1
+            return false
+        }
+        reply.removeAll(keepingCapacity: true)
+        response.write(into: &reply)
+        let fits = reply.count <= Self.amplificationLimit * datagram.count
+        if !fits { counters.amplificationDropped += 1 }
+        let id = response.id
+        let change = result.event.change
+        if change != nil { dirty = true }
+        guard configuration.journaling, change != nil || commits.isPending(source.address) else {
+            report(result.event, client: source, requestID: id)
+            return fits
+        }
+        var held = Held(
+            transmit: fits ? Transmit(destination: source, socket: socket, bytes: reply) : nil,
+            requestSize: datagram.count, ifSyncFails: .sendAsIs, event: nil)
+        switch parse {
+        case .request(.connect): held.ifSyncFails = .answerConnect(id: id)
+        case .request(.introduce): held.ifSyncFails = .refuse(id: id)
+        default: break
+        }
+        if let change {
+            held.event = Self.changeEvent(result.event, client: source, requestID: id)
+            commits.record(address: source.address, name: change.name, previous: change.previous, reply: held)
+        } else {
+            report(result.event, client: source, requestID: id)
+            commits.hold(held)
+        }
+        return false
+    }
+
+    /// Reports what an answer did, unless it is a change held for its sync.
+    private mutating func report(_ event: RequestHandler.Event, client: Endpoint, requestID: UInt32) {
+        switch event {
+        case .dropped:
+            break
+        case .malformed, .unsupportedVersion:
+            counters.malformed += 1
+            events.append(.malformed(client: client, requestID: requestID))
+        case .full(let name):
+            events.append(.registryFull(name, client: client, requestID: requestID))
+        case .registered, .renamed, .reintroduced:
+            if let change = Self.changeEvent(event, client: client, requestID: requestID) {
+                events.append(change)
+            } else if configuration.reportsEveryRequest {
+                events.append(.answered(event, client: client, requestID: requestID))
+            }
+        case .connected, .notFound, .invalidUsername, .taken:
+            if configuration.reportsEveryRequest {
+                events.append(.answered(event, client: client, requestID: requestID))
+            }
+        }
+    }
+
+    private static func changeEvent(_ event: RequestHandler.Event, client: Endpoint, requestID: UInt32) -> Event? {
+        guard let change = event.change else { return nil }
+        guard let previous = change.previous else {
+            return .registered(change.name, client: client, requestID: requestID)
+        }
+        return .renamed(from: previous, to: change.name, client: client, requestID: requestID)
+    }
+
+    // MARK: - Time
+
+    /// When `handleTimeout` should be called next; nil when nothing waits.
+    public mutating func nextTimeout() -> Instant? {
+        timers.nextDeadline()
+    }
+
+    /// Acts on every deadline at or before `now`.
+    public mutating func handleTimeout(now: Instant) {
+        while let timer = timers.popDue(now: now) {
+            switch timer {
+            case .snapshot:
+                timers.schedule(.snapshot, at: now + configuration.snapshotInterval)
+                startSnapshot()
+            }
+        }
+    }
+
+    // MARK: - Storage
+
+    /// The next piece of storage work, or nil. Changes handled since the
+    /// last call become one journal group (one write, one sync), unless a
+    /// group is in flight: then they wait and share the next one.
+    public mutating func pollStorageWork() -> StorageWork? {
+        if !storageWork.isEmpty { return storageWork.removeFirst() }
+        while configuration.journaling, let lines = commits.startCommit() {
+            if !lines.isEmpty { return .commit(lines) }
+            // Only replies held behind a group that has been confirmed since.
+            release(commits.commitSucceeded())
+        }
+        return nil
+    }
+
+    /// The journal group in flight is on disk; the journal holds `journalLength` bytes.
+    public mutating func committed(journalLength: Int) {
+        self.journalLength = journalLength
+        journalError = nil
+        release(commits.commitSucceeded())
+    }
+
+    /// The journal group in flight could not be written; the journal is
+    /// back at `journalLength` bytes. Every pending change is undone.
+    public mutating func commitFailed(error: String, journalLength: Int) {
+        self.journalLength = journalLength
+        journalError = error
+        events.append(.journalFailed(error: error))
+        for held in commits.commitFailed(registry: &registry) {
+            switch held.ifSyncFails {
+            case .sendAsIs:
+                if let transmit = held.transmit { transmits.append(transmit) }
+            case .refuse(let id):
+                answer(held, with: .error(id: id, reason: .unavailable))
+            case .answerConnect(let id):
+                guard let destination = held.transmit?.destination else { continue }
+                let result = RequestHandler.handle(.request(.connect(id: id)), from: destination.address, registry: &registry)
+                if let response = result.reply { answer(held, with: response) }
+            }
+        }
+    }
+
+    private mutating func answer(_ held: Held, with response: Response) {
+        guard var transmit = held.transmit else { return }
+        transmit.bytes = response.bytes
+        guard transmit.bytes.count <= Self.amplificationLimit * held.requestSize else {
+            counters.amplificationDropped += 1
+            return
+        }
+        transmits.append(transmit)
+    }
+
+    private mutating func release(_ held: [Held]) {
+        for reply in held {
+            if let event = reply.event { events.append(event) }
+            if let transmit = reply.transmit { transmits.append(transmit) }
+        }
+    }
+
+    private mutating func startSnapshot() {
+        guard dirty, snapshotInFlight == nil, !compacting, !stopping else { return }
+        queueSnapshot()
+    }
+
+    private mutating func queueSnapshot() {
+        let confirmed = commits.confirmedNames
+        let users = registry.count - confirmed.values.count { $0 == nil }
+        snapshotInFlight = (journalLength, users)
+        // Pending changes left out now must go into a later snapshot.
+        dirty = !confirmed.isEmpty
+        storageWork.append(.writeSnapshot(SnapshotJob(records: registry.records, replacing: confirmed, users: users)))
+    }
+
+    public mutating func snapshotWritten(_ report: SnapshotReport) {
+        guard let written = snapshotInFlight.take() else { return }
+        lastSnapshot = report.savedAt
+        snapshotError = nil
+        events.append(.snapshotWritten(report, users: written.users))
+        // The snapshot holds every change in those journal bytes: drop them.
+        if configuration.journaling, written.covers > 0 {
+            compacting = true
+            storageWork.append(.compact(droppingFirst: written.covers))
+        }
+    }
+
+    public mutating func snapshotFailed(error: String) {
+        guard snapshotInFlight.take() != nil else { return }
+        dirty = true
+        snapshotError = error
+        events.append(.snapshotFailed(error: error))
+    }
+
+    /// The journal now holds `journalLength` bytes, none of them covered by the snapshot.
+    public mutating func compacted(journalLength: Int) {
+        compacting = false
+        self.journalLength = journalLength
+    }
+
+    public mutating func compactionFailed(error: String) {
+        compacting = false
+        events.append(.compactionFailed(error: error))
+    }
+
+    // MARK: - Outputs
+
+    /// The next datagram to send that is not the answer of the moment.
+    public mutating func pollTransmit() -> Transmit? {
+        Self.poll(&transmits, &transmitsTaken)
+    }
+
+    /// The next event to report.
+    public mutating func pollEvent() -> Event? {
+        Self.poll(&events, &eventsTaken)
+    }
+
+    /// Takes the first untaken element of a queue that is only appended to
+    /// until it is drained, then emptied keeping its capacity: no
+    /// allocation once warm.
+    private static func poll<Element>(_ queue: inout [Element], _ taken: inout Int) -> Element? {
+        guard taken < queue.count else {
+            if taken > 0 {
+                queue.removeAll(keepingCapacity: true)
+                taken = 0
+            }
+            return nil
+        }
+        taken += 1
+        return queue[taken - 1]
+    }
+
+    // MARK: - Life cycle
+
+    /// Applies a new configuration. Whether to journal is fixed for the
+    /// process's life: switching it needs a restart, and is ignored here.
+    public mutating func reconfigure(_ new: Configuration, now: Instant) {
+        if new.snapshotInterval != configuration.snapshotInterval {
+            timers.schedule(.snapshot, at: now + new.snapshotInterval)
+        }
+        registry.maxUsers = new.maxUsers
+        limiter.rate = new.ratePerIP
+        limiter.burst = Double(new.burstPerIP)
+        configuration = Configuration(
+            maxUsers: new.maxUsers, ratePerIP: new.ratePerIP, burstPerIP: new.burstPerIP,
+            journaling: configuration.journaling, snapshotInterval: new.snapshotInterval,
+            reportsEveryRequest: new.reportsEveryRequest)
+    }
+
+    /// No more periodic snapshots: the shell is stopping. Changes already
+    /// handled still get their sync and their answer.
+    public mutating func stop() {
+        stopping = true
+        timers.cancel(.snapshot)
+    }
+
+    /// Whether the shell waits for the journal thread (a group or a compaction in flight).
+    public var awaitsJournal: Bool { commits.isCommitting || compacting }
+    /// Whether the shell waits for the snapshot writer.
+    public var awaitsSnapshot: Bool { snapshotInFlight != nil }
+    /// Nothing in flight and nothing queued: every change is answered and,
+    /// with a journal, on disk.
+    public var isSettled: Bool {
+        !awaitsJournal && !awaitsSnapshot && storageWork.isEmpty && commits.isEmpty
+            && transmitsTaken == transmits.count
+    }
+
+    /// Queues the snapshot written at exit, whether or not anything changed.
+    /// Call it once settled, so that it holds every change.
+    public mutating func writeFinalSnapshot() {
+        precondition(isSettled, "the final snapshot must hold every change")
+        queueSnapshot()
+    }
+}
