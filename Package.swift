@@ -78,6 +78,12 @@ let package = Package(
         .testTarget(name: "ChatConfigTests", dependencies: ["ChatConfig"], swiftSettings: strict),
         .testTarget(name: "ChatSystemTests", dependencies: ["ChatSystem", "ChatCore"], swiftSettings: strict),
         .testTarget(
+            name: "ChatServerTests",
+            dependencies: [
+                "ChatServer", "ChatCore", "ChatConfig", "ChatSystem", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: ["ChatCore", "ChatSystem", "chatd", "chat"],
             swiftSettings: strict),
