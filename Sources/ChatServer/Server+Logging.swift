@@ -122,16 +122,3 @@ extension RequestHandler.Event {
         }
     }
 }
-
-extension Logger.Level {
-    public init(_ level: LogLevel) {
-        self =
-            switch level {
-            case .debug: .debug
-            case .info: .info
-            case .notice: .notice
-            case .warning: .warning
-            case .error: .error
-            }
-    }
-}

@@ -1,9 +1,10 @@
-// The Linux-only descriptors chatd's event loop waits on: epoll, timerfd, signalfd.
+// The Linux-only descriptors chatd's event loop waits on: epoll and signalfd.
 //
-// With these three, one epoll_wait covers everything the daemon reacts to
-// (datagrams, timers, SIGTERM/SIGHUP) on one thread, with no signal handlers
-// and no async-signal-safety to worry about. Swift's Glibc module map leaves
-// out <sys/epoll.h>, <sys/timerfd.h> and <sys/signalfd.h>; the CLinux module
+// With these, one epoll_wait covers everything the daemon reacts to
+// (datagrams, helper threads' eventfds, SIGTERM/SIGHUP) on one thread, with
+// no signal handlers and no async-signal-safety to worry about; its timeout
+// is the earliest deadline, so no timer needs a descriptor. Swift's Glibc
+// module map leaves out <sys/epoll.h> and <sys/signalfd.h>; the CLinux module
 // imports them, so clang, not this file, knows their layouts (epoll_event is
 // packed on x86_64).
 
@@ -150,68 +151,6 @@ public final class Epoll {
         event.events = events.epollBits
         event.data.u64 = tag
         _ = try syscall(call) { epoll_ctl(fd, operation, target, &event) }
-    }
-}
-
-// MARK: - timerfd
-
-/// A CLOCK_MONOTONIC timer as a descriptor: readable once it has expired, so
-/// epoll can wait on timers and sockets together. Nonblocking, close-on-exec.
-public final class TimerFD: Sendable {
-    public let fd: Int32
-    private let closed = Atomic<Bool>(false)
-
-    public init() throws {
-        fd = try syscall("timerfd_create") {
-            timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
-        }
-    }
-
-    deinit {
-        if !closed.load(ordering: .acquiring) { try? Posix.close(fd: fd) }
-    }
-
-    /// Fires once after `delay`, then every `interval` if given. Re-arming
-    /// replaces the previous setting. A zero or negative delay fires at once
-    /// (a zero `it_value` would mean disarm instead).
-    public func arm(after delay: Duration, interval: Duration? = nil) throws {
-        let first = Self.timespec(from: delay, atLeast: 1)
-        let repeating = Self.timespec(from: interval ?? .zero, atLeast: 0)
-        try set(itimerspec(it_interval: repeating, it_value: first))
-    }
-
-    public func disarm() throws {
-        try set(itimerspec())
-    }
-
-    /// Expirations since the last read (more than one if the loop fell
-    /// behind an interval timer); 0 if the timer has not fired.
-    public func read() throws -> UInt64 {
-        var expirations: UInt64 = 0
-        let result = try withUnsafeMutableBytes(of: &expirations) { (buffer) throws in
-            try Posix.read(fd: fd, into: buffer)
-        }
-        guard case .processed(let count) = result else { return 0 }
-        precondition(count == 8, "timerfd read returned \(count) bytes")
-        return expirations
-    }
-
-    /// Closes the descriptor; later calls do nothing.
-    public func close() throws {
-        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        try Posix.close(fd: fd)
-    }
-
-    private func set(_ setting: itimerspec) throws {
-        precondition(!closed.load(ordering: .relaxed), "timerfd_settime on a closed TimerFD")
-        var setting = setting
-        _ = try syscall("timerfd_settime") { timerfd_settime(fd, 0, &setting, nil) }
-    }
-
-    private static func timespec(from duration: Duration, atLeast minimum: Int64) -> Glibc.timespec {
-        let nanoseconds = max(duration.nanoseconds, minimum)
-        return Glibc.timespec(
-            tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
     }
 }
 

@@ -58,4 +58,30 @@ import Testing
         batch.removeAll()
         #expect(batch.count == 0)
     }
+
+    /// Datagrams that answer no request of the batch (held replies, pushes)
+    /// go to any endpoint, IPv4 ones mapped on an IPv6 socket.
+    @Test func sendsToAnyEndpointOnBothFamilies() throws {
+        let batch = DatagramBatch(capacity: 4, datagramSize: 64)
+        for (bind, peer) in [(IPAddress.loopbackIPv4, "127.0.0.71"), (IPAddress.anyIPv6, "127.0.0.72")] {
+            let sender = try UDPSocket(binding: Endpoint(bind, port: 0))
+            let receivers = try (0..<2).map { _ in try UDPSocket(binding: Endpoint(IPAddress(peer)!, port: 0)) }
+            batch.removeAll()
+            for (index, receiver) in receivers.enumerated() {
+                let bytes = Array("push \(index)".utf8)
+                #expect(try bytes.withUnsafeBytes { try batch.append($0, to: try receiver.localEndpoint, on: sender) })
+            }
+            #expect(sender.send(batch).sent == 2)
+            for (index, receiver) in receivers.enumerated() {
+                #expect(try receiver.waitReadable(timeoutMilliseconds: 2000))
+                #expect(try #require(try receiver.receive().value).0 == Array("push \(index)".utf8))
+            }
+        }
+        let ipv4 = try UDPSocket(binding: Endpoint(.loopbackIPv4, port: 0))
+        #expect(throws: SystemError.self) {
+            try [UInt8](repeating: 1, count: 3).withUnsafeBytes {
+                try batch.append($0, to: Endpoint(.loopbackIPv6, port: 9), on: ipv4)
+            }
+        }
+    }
 }
