@@ -46,6 +46,16 @@ private func checksummed(_ body: String) -> [UInt8] {
         #expect(Journal.parse(Journal.header.dropLast()) == nil)
     }
 
+    /// A checksummed line that ends right after the username's opening
+    /// quote: the reader once cut the name as an inverted range there, and
+    /// trapped instead of calling the line damaged.
+    @Test func aLineEndingBeforeTheNameIsDamagedNotATrap() {
+        let v1 = checksummed(#"{"ip": "127.0.0.5", "username": ""#)
+        let v2 = checksummed(#"{"type": "registration", "ip": "127.0.0.5", "username": ""#)
+        #expect(Journal.parseVersion1(v1.dropLast()) == nil)
+        #expect(Journal.parse(v2.dropLast()) == nil)
+    }
+
     @Test func replayReappliesChangesInOrder() throws {
         let lines =
             Journal.header
