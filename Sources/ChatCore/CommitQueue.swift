@@ -76,7 +76,7 @@ public struct CommitQueue<Reply> {
     /// `name` and held `previous` before (nil if it was new). `reply` waits
     /// for the commit.
     public mutating func record(address: IPAddress, name: Username, previous: Username?, reply: Reply) {
-        queued.lines += Journal.line(address: address, username: name)
+        queued.lines += Journal.line(.registration(address, name))
         queued.undo.append(Undo(address: address, previous: previous))
         pending[address, default: 0] += 1
         queued.held.append(reply)

@@ -16,12 +16,14 @@
 //              max_users to 1 + byte % 8 (a reload), and one whose datagram is
 //              "-" undoes that address's registration (`Registry.remove`, as
 //              when a registration cannot be made durable).
-//   0x01       a journal: the rest goes to `Journal.replay` onto the kept
-//              registry, which must throw or succeed, report a valid length
-//              that fits, and leave a registry that keeps the invariants,
-//              holds exactly what the model gets by applying the whole lines
-//              before the first bad one as facts (Model.restore), and does
-//              not change when the same journal is replayed again.
+//   0x01       a journal, version 2 if it starts with `Journal.header` and
+//              version 1 otherwise: the rest goes to `Journal.replay` onto the
+//              kept registry, which must throw or succeed, report a valid
+//              length that fits and the version (none if no line is whole),
+//              and leave a registry that keeps the invariants, holds exactly
+//              what the model gets by applying the whole records before the
+//              first bad line as facts (Model.restore), and does not change
+//              when the same journal is replayed again.
 //   otherwise  one datagram from the address that byte picks, handled against
 //              the registry the harness keeps across inputs (max_users 64,
 //              started afresh every 4096 such inputs), so that the fuzzer can
@@ -41,8 +43,8 @@
 // case, in registration order, found by `username(for:)` and `holder(of:)`,
 // never more than max_users unless a snapshot or a reload put it there.
 // Whenever the registry changes (in a script: at its end) it must also
-// round-trip through a snapshot, and its registrations written as journal
-// lines must replay to the same registry, onto an empty one and onto itself.
+// round-trip through a snapshot, and its registrations written as a journal
+// must replay to the same registry, onto an empty one and onto itself.
 
 import ChatCore
 
@@ -248,12 +250,17 @@ public struct FuzzHarness {
     private mutating func replayJournal(_ bytes: [UInt8]) throws(FuzzFailure) {
         let context = [1] + bytes
         let outcome = Self.replay(bytes, into: &registry)
-        // The model applies, as facts, every whole line up to the first that
-        // does not parse: all of them, or all before the damage or torn tail.
+        // The model applies, as facts, every whole record up to the first
+        // line that does not parse (as the version the header picks): all of
+        // them, or all before the damage, the unknown type or the torn tail.
+        let version2 = bytes.starts(with: Journal.header)
+        let parse = version2 ? Journal.parse : Journal.parseVersion1
         var applied = 0
-        var start = 0
-        while let end = bytes[start...].firstIndex(of: 0x0a), let (address, name) = Journal.parse(bytes[start..<end]) {
-            model.restore(ClientKey(address), name: name.text)
+        var start = version2 ? Journal.header.count : 0
+        while let end = bytes[start...].firstIndex(of: 0x0a), let record = parse(bytes[start..<end]) {
+            switch record {
+            case .registration(let address, let name): model.restore(ClientKey(address), name: name.text)
+            }
             applied += 1
             start = end + 1
         }
@@ -265,6 +272,10 @@ public struct FuzzHarness {
             }
             guard replay.tornTail ? replay.validLength < bytes.count : replay.validLength == bytes.count else {
                 throw fail("valid length \(replay.validLength) of \(bytes.count) bytes, torn tail \(replay.tornTail)", context)
+            }
+            let version = version2 ? 2 : applied > 0 ? 1 : nil
+            guard replay.version == version else {
+                throw fail("read as version \(replay.version.map(String.init) ?? "none"), not \(version.map(String.init) ?? "none")", context)
             }
         case .failure(let error):
             statistics.journalsRefused += 1
@@ -342,8 +353,8 @@ public struct FuzzHarness {
         // The registrations as journal lines replay to the same registry onto
         // an empty one (whatever its max_users), and change nothing when
         // replayed onto the registry that already holds them.
-        var journal: [UInt8] = []
-        for entry in registry.entries { journal += Journal.line(address: entry.address, username: entry.username) }
+        var journal = Journal.header
+        for entry in registry.entries { journal += Journal.line(.registration(entry.address, entry.username)) }
         var fromEmpty = Registry(maxUsers: 1)
         var again = registry
         let replay: Journal.Replay
@@ -353,7 +364,8 @@ public struct FuzzHarness {
         } catch {
             throw fail("a journal of the registry does not replay: \(error)", context)
         }
-        guard replay.lines == registry.count, !replay.tornTail, replay.validLength == journal.count else {
+        guard replay.lines == registry.count, !replay.tornTail, replay.validLength == journal.count, replay.version == 2
+        else {
             throw fail("a journal of \(registry.count) lines replays as \(replay)", context)
         }
         let same: ((address: IPAddress, username: Username), (address: IPAddress, username: Username)) -> Bool = {

@@ -6,6 +6,11 @@
 // appends-and-syncs and compactions alike, so they never race on the file,
 // and reports each outcome through its eventfd to the loop, which reads them
 // with `takeOutcomes()`. Only this thread touches the open file after start.
+//
+// The file is always a version-2 journal (Journal.swift): a new one gets its
+// header, synced, before serving starts, a compaction keeps the header, and
+// a version-1 journal found at start is folded into the snapshot and
+// replaced by a new one first (see `recover`).
 
 import ChatConfig
 import ChatCore
@@ -59,9 +64,17 @@ public final class JournalWriter: Sendable {
         }
     }
 
-    public init(path: String) throws {
+    /// Opens the journal at `path`, which must be absent, empty or a
+    /// version-2 journal (as `recover` leaves it); an empty one gets the header.
+    private init(path: String) throws {
         self.path = path
         let file = try AppendFile(path: path)
+        if file.length == 0 {
+            // Synced now, so that every record appended later follows it on
+            // disk and the file never reads as version 1 after a crash.
+            try file.append(Journal.header)
+            try file.sync()
+        }
         initialLength = file.length
         self.file = FileBox(file)
         thread = try BackgroundThread()
@@ -71,6 +84,9 @@ public final class JournalWriter: Sendable {
     public struct Recovery: Sendable {
         /// Changes replayed onto the snapshot.
         public var lines = 0
+        /// The journal's format (Journal.Replay.version): nil if there was
+        /// no journal or it held no whole line.
+        public var version: Int?
         /// Bytes of a torn last line that were cut off (a crash during an append).
         public var droppedBytes = 0
         /// With durability "periodic": a journal was there (left by "sync"),
@@ -78,13 +94,19 @@ public final class JournalWriter: Sendable {
         /// periodic mode journals nothing and replay must never run over
         /// changes made after its last line.
         public var folded = false
+        /// With durability "sync": the journal was version 1 (left by an
+        /// older chatd); it has been folded into the snapshot and replaced
+        /// by an empty version-2 journal, since records of the new format
+        /// cannot be appended to it.
+        public var upgradedFromVersion1 = false
     }
 
     /// Replays the journal at `path` onto `registry` (a torn last line is cut
-    /// off the file first) and opens it for appending; with durability
-    /// "periodic" it is folded into the snapshot at `snapshotPath` instead
-    /// (see `Recovery.folded`) and nil is returned. Damage other than a torn
-    /// tail throws, leaving the file untouched.
+    /// off the file first) and opens it for appending, a version-1 journal
+    /// after upgrading it (see `Recovery.upgradedFromVersion1`); with
+    /// durability "periodic" it is folded into the snapshot at
+    /// `snapshotPath` instead (see `Recovery.folded`) and nil is returned.
+    /// Damage other than a torn tail throws, leaving the file untouched.
     public static func recover(
         at path: String, into registry: inout Registry, durability: Durability, snapshotPath: String
     ) throws -> (JournalWriter?, Recovery) {
@@ -93,6 +115,7 @@ public final class JournalWriter: Sendable {
         if let bytes {
             let replay = try Journal.replay(bytes, into: &registry)
             recovery.lines = replay.lines
+            recovery.version = replay.version
             if replay.tornTail {
                 recovery.droppedBytes = bytes.count - replay.validLength
                 if durability == .sync { try FileSystem.truncate(atPath: path, length: replay.validLength) }
@@ -100,15 +123,30 @@ public final class JournalWriter: Sendable {
         }
         guard durability == .sync else {
             if bytes != nil {
-                try FileSystem.writeAtomically(
-                    Snapshot.encode(registry, savedAt: SystemClock.wallSeconds().seconds), toPath: snapshotPath)
+                try saveSnapshot(registry, at: snapshotPath)
                 try FileSystem.removeItem(atPath: path)
                 try FileSystem.syncFolder(containing: path)
                 recovery.folded = true
             }
             return (nil, recovery)
         }
+        if recovery.version == 1 {
+            // Snapshot first: a crash before the journal is replaced leaves
+            // the version-1 file, whose lines replay onto the new snapshot
+            // harmlessly (they are facts it already holds); after, the new
+            // file. writeAtomically leaves one or the other, never neither.
+            try saveSnapshot(registry, at: snapshotPath)
+            try FileSystem.writeAtomically(Journal.header, toPath: path)
+            recovery.upgradedFromVersion1 = true
+        }
         return (try JournalWriter(path: path), recovery)
+    }
+
+    /// Writes `registry` as the snapshot, durably, before the journal that
+    /// it now covers is removed or replaced.
+    private static func saveSnapshot(_ registry: Registry, at snapshotPath: String) throws {
+        try FileSystem.writeAtomically(
+            Snapshot.encode(registry, savedAt: SystemClock.wallSeconds().seconds), toPath: snapshotPath)
     }
 
     /// Readable when outcomes wait.
@@ -139,14 +177,21 @@ public final class JournalWriter: Sendable {
         }
     }
 
-    /// Drops the first `count` bytes, which a durable snapshot now covers:
-    /// the rest is written to a new file that replaces the journal atomically.
+    /// Drops the first `count` bytes but the header, which a durable snapshot
+    /// now covers: the header and the rest are written to a new file that
+    /// replaces the journal atomically.
     func compact(droppingFirst count: Int) {
         thread.run { [self] in
+            guard count > Journal.header.count else {
+                // Only the header is covered: the file would be rewritten as it is.
+                outcomes.withLock { $0.append(.compacted(length: file.confirmedLength)) }
+                return
+            }
             let outcome: Outcome
             do {
                 let all = try FileSystem.readFile(atPath: path) ?? []
-                let kept = Array(all[min(count, all.count)..<min(file.confirmedLength, all.count)])
+                let end = min(file.confirmedLength, all.count)
+                let kept = Journal.header + all[min(count, end)..<end]
                 do {
                     try FileSystem.writeAtomically(kept, toPath: path)
                 } catch {

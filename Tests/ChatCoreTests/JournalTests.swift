@@ -3,11 +3,30 @@ import Testing
 
 private func name(_ text: String) -> Username { Username(text)! }
 
+private func record(_ address: IPAddress, _ text: String) -> [UInt8] {
+    Journal.line(.registration(address, name(text)))
+}
+
+/// A line as chatd before the header wrote it, spelled out here rather than
+/// by Journal.swift, which no longer writes them: the format is frozen.
+private func version1Line(_ address: IPAddress, _ text: String) -> [UInt8] {
+    checksummed(#"{"ip": "\#(address)", "username": "\#(text)""#)
+}
+
+/// `body` with its checksum field, as every journal line ends.
+private func checksummed(_ body: String) -> [UInt8] {
+    Array((body + #", "crc32": \#(CRC32.checksum(Array(body.utf8)))}"# + "\n").utf8)
+}
+
 @Suite struct JournalTests {
-    @Test func lineFormatCarriesAChecksum() {
-        let line = String(decoding: Journal.line(address: IPAddress("127.0.0.5")!, username: name("alice")), as: UTF8.self)
-        let body = #"{"ip": "127.0.0.5", "username": "alice""#
-        #expect(line == body + #", "crc32": \#(CRC32.checksum(Array(body.utf8)))}"# + "\n")
+    /// Spelled out with their checksums, so that a change to either format
+    /// fails here and not only in files written by another build.
+    @Test func headerAndRecordsAreChecksummedLines() {
+        #expect(String(decoding: Journal.header, as: UTF8.self) == #"{"journal": "chatd", "version": 2, "crc32": 3095150525}"# + "\n")
+        #expect(String(decoding: record(IPAddress("127.0.0.5")!, "alice"), as: UTF8.self)
+            == #"{"type": "registration", "ip": "127.0.0.5", "username": "alice", "crc32": 2244490487}"# + "\n")
+        #expect(String(decoding: version1Line(IPAddress("127.0.0.5")!, "alice"), as: UTF8.self)
+            == #"{"ip": "127.0.0.5", "username": "alice", "crc32": 88959256}"# + "\n")
     }
 
     @Test func crc32MatchesTheStandardCheckValue() {
@@ -15,33 +34,133 @@ private func name(_ text: String) -> Username { Username(text)! }
         #expect(CRC32.checksum([UInt8]()) == 0)
     }
 
+    @Test(arguments: [IPAddress.v4(1), .loopbackIPv6, IPAddress("2001:db8::5")!])
+    func eachVersionParsesItsOwnLinesOnly(address: IPAddress) {
+        let v2 = record(address, "Alice.B-2")
+        let v1 = version1Line(address, "Alice.B-2")
+        let expected = Journal.Record.registration(address, name("Alice.B-2"))
+        #expect(Journal.parse(v2.dropLast()) == expected)
+        #expect(Journal.parseVersion1(v1.dropLast()) == expected)
+        #expect(Journal.parse(v1.dropLast()) == nil)
+        #expect(Journal.parseVersion1(v2.dropLast()) == nil)
+        #expect(Journal.parse(Journal.header.dropLast()) == nil)
+    }
+
+    /// A checksummed line that ends right after the username's opening
+    /// quote: the reader once cut the name as an inverted range there, and
+    /// trapped instead of calling the line damaged.
+    @Test func aLineEndingBeforeTheNameIsDamagedNotATrap() {
+        let v1 = checksummed(#"{"ip": "127.0.0.5", "username": ""#)
+        let v2 = checksummed(#"{"type": "registration", "ip": "127.0.0.5", "username": ""#)
+        #expect(Journal.parseVersion1(v1.dropLast()) == nil)
+        #expect(Journal.parse(v2.dropLast()) == nil)
+    }
+
     @Test func replayReappliesChangesInOrder() throws {
         let lines =
-            Journal.line(address: .v4(1), username: name("alice"))
-            + Journal.line(address: .v4(2), username: name("bob"))
-            + Journal.line(address: .v4(1), username: name("alicia"))  // rename frees alice
-            + Journal.line(address: .v4(3), username: name("alice"))
-            + Journal.line(address: .loopbackIPv6, username: name("six"))
+            Journal.header
+            + record(.v4(1), "alice")
+            + record(.v4(2), "bob")
+            + record(.v4(1), "alicia")  // rename frees alice
+            + record(.v4(3), "alice")
+            + record(.loopbackIPv6, "six")
         var registry = Registry(maxUsers: 10)
         let replay = try Journal.replay(lines, into: &registry)
-        #expect(replay == Journal.Replay(lines: 5, validLength: lines.count, tornTail: false))
+        #expect(replay == Journal.Replay(lines: 5, validLength: lines.count, tornTail: false, version: 2))
         #expect(registry.username(for: .v4(1))?.text == "alicia")
         #expect(registry.username(for: .v4(3))?.text == "alice")
         #expect(registry.username(for: .loopbackIPv6)?.text == "six")
         #expect(registry.count == 4)
     }
 
+    /// A journal left by a chatd from before the header replays as it did.
+    @Test func versionOneJournalsStillReplay() throws {
+        let lines =
+            version1Line(.v4(1), "alice") + version1Line(.v4(2), "bob") + version1Line(.v4(1), "alicia")
+            + version1Line(.loopbackIPv6, "alice")
+        var registry = Registry(maxUsers: 10)
+        let replay = try Journal.replay(lines, into: &registry)
+        #expect(replay == Journal.Replay(lines: 4, validLength: lines.count, tornTail: false, version: 1))
+        #expect(registry.username(for: .v4(1))?.text == "alicia")
+        #expect(registry.username(for: .v4(2))?.text == "bob")
+        #expect(registry.username(for: .loopbackIPv6)?.text == "alice")
+    }
+
+    @Test func anEmptyFileOrOneOfOnlyTheHeaderIsFine() throws {
+        var registry = Registry(maxUsers: 10)
+        #expect(try Journal.replay([], into: &registry) == Journal.Replay())
+        let header = try Journal.replay(Journal.header, into: &registry)
+        #expect(header == Journal.Replay(lines: 0, validLength: Journal.header.count, tornTail: false, version: 2))
+        #expect(registry.count == 0)
+    }
+
+    /// A crash while a new journal's header was being written: nothing was
+    /// ever confirmed in it, so it replays as empty and is cut to nothing.
+    @Test(arguments: [1, 20, Journal.header.count - 1])
+    func aTornHeaderIsATornTail(kept: Int) throws {
+        for bytes in [Array(Journal.header.prefix(kept)), Journal.header.prefix(kept) + [UInt8](repeating: 0, count: 100)] {
+            var registry = Registry(maxUsers: 10)
+            let replay = try Journal.replay(bytes, into: &registry)
+            #expect(replay == Journal.Replay(lines: 0, validLength: 0, tornTail: true, version: nil))
+        }
+    }
+
+    @Test func aDamagedHeaderIsRefused() {
+        var header = Journal.header
+        header[5] ^= 0x01
+        var registry = Registry(maxUsers: 10)
+        #expect(throws: Journal.DamageError(line: 1)) {
+            try Journal.replay(header + record(.v4(1), "alice"), into: &registry)
+        }
+    }
+
+    /// A newer chatd's record is a change this one cannot apply; skipping it
+    /// would lose it, so replay refuses, even when it is the last line.
+    @Test func anUnknownRecordTypeIsRefused() {
+        let message = checksummed(#"{"type": "message", "ip": "127.0.0.5", "text": "hi"}"#)
+        var registry = Registry(maxUsers: 10)
+        let error = Journal.DamageError(line: 3, reason: .unknownRecordType("message"))
+        #expect(throws: error) {
+            try Journal.replay(Journal.header + record(.v4(1), "alice") + message, into: &registry)
+        }
+        #expect(throws: error) {
+            try Journal.replay(Journal.header + record(.v4(1), "alice") + message + record(.v4(2), "bob"), into: &registry)
+        }
+        #expect(error.description == #"journal line 3 is a record of unknown type "message" (written by a newer chatd?)"#)
+        #expect(Journal.parse(message.dropLast()) == nil)
+    }
+
+    @Test func aHeaderOfAnotherVersionIsRefused() {
+        var registry = Registry(maxUsers: 10)
+        let error = Journal.DamageError(line: 1, reason: .unsupportedVersion(3))
+        #expect(throws: error) {
+            try Journal.replay(checksummed(#"{"journal": "chatd", "version": 3"#) + record(.v4(1), "a"), into: &registry)
+        }
+        #expect(error.description == "journal line 1 is the header of a version-3 journal, which this chatd cannot read")
+    }
+
+    /// The header decides the format for the whole file: no mixing.
+    @Test func linesOfTheOtherVersionAreDamage() {
+        var registry = Registry(maxUsers: 10)
+        #expect(throws: Journal.DamageError(line: 2)) {
+            try Journal.replay(Journal.header + version1Line(.v4(1), "a") + record(.v4(2), "b"), into: &registry)
+        }
+        #expect(throws: Journal.DamageError(line: 1)) {
+            try Journal.replay(record(.v4(1), "a") + version1Line(.v4(2), "b"), into: &registry)
+        }
+    }
+
     /// Replaying lines a snapshot already includes changes nothing: what makes
     /// "snapshot, then reset the journal" crash-safe.
     @Test func replayOnTopOfItsOwnResultIsStable() throws {
         var generator = SplitMix64(seed: 11)
-        var lines: [UInt8] = []
+        var lines = Journal.header
         var live = Registry(maxUsers: 1000)
         for _ in 0..<3000 {
             let address = IPAddress.v4(UInt32(generator.next() % 40))
             let candidate = name("n\(generator.next() % 60)")
             switch live.introduce(candidate, from: address) {
-            case .registered, .renamed: lines += Journal.line(address: address, username: candidate)
+            case .registered, .renamed: lines += Journal.line(.registration(address, candidate))
             default: break
             }
         }
@@ -61,11 +180,11 @@ private func name(_ text: String) -> Username { Username(text)! }
             (0, "alice"), (25, "carol"), (0, "bob"), (0, "mallory"), (25, "bob"), (0, "Alice"), (1, "mallory"),
         ]
         var live = Registry(maxUsers: 3)
-        var lines: [UInt8] = []
+        var lines = Journal.header
         for (address, text) in history {
             let outcome = live.introduce(name(text), from: .v4(address))
             #expect(outcome != .taken && outcome != .full, "the history is one chatd could write")
-            lines += Journal.line(address: .v4(address), username: name(text))
+            lines += record(.v4(address), text)
         }
         // The snapshot was written after the last line; the journal not yet reset.
         var restored = try Snapshot.load(Snapshot.encode(live, savedAt: 0), maxUsers: 3)
@@ -97,31 +216,37 @@ private func name(_ text: String) -> Username { Username(text)! }
         #expect(registry.username(for: .v4(1))?.text == "ALICE")
     }
 
-    @Test(arguments: [0, 1, 10, 30])
-    func aTornLastLineIsDroppedAndReported(cut: Int) throws {
-        let good = Journal.line(address: .v4(1), username: name("alice"))
-        let next = Journal.line(address: .v4(2), username: name("bob"))
+    @Test(arguments: [0, 1, 10, 30], [1, 2])
+    func aTornLastLineIsDroppedAndReported(cut: Int, version: Int) throws {
+        let (start, good, next) =
+            version == 2
+            ? (Journal.header, record(.v4(1), "alice"), record(.v4(2), "bob"))
+            : ([], version1Line(.v4(1), "alice"), version1Line(.v4(2), "bob"))
         var registry = Registry(maxUsers: 10)
-        let replay = try Journal.replay(good + next.prefix(next.count - 1 - cut), into: &registry)
-        #expect(replay.lines == 1)
-        #expect(replay.validLength == good.count)
-        #expect(replay.tornTail)
+        let replay = try Journal.replay(start + good + next.prefix(next.count - 1 - cut), into: &registry)
+        #expect(replay == Journal.Replay(lines: 1, validLength: start.count + good.count, tornTail: true, version: version))
         #expect(registry.username(for: .v4(2)) == nil)
     }
 
-    @Test func aZeroFilledTailIsTornToo() throws {
-        let good = Journal.line(address: .v4(1), username: name("alice"))
+    @Test(arguments: [1, 2])
+    func aZeroFilledTailIsTornToo(version: Int) throws {
+        let good = version == 2 ? Journal.header + record(.v4(1), "alice") : version1Line(.v4(1), "alice")
         var registry = Registry(maxUsers: 10)
         let replay = try Journal.replay(good + [UInt8](repeating: 0, count: 300), into: &registry)
-        #expect(replay.tornTail && replay.validLength == good.count && replay.lines == 1)
+        #expect(replay == Journal.Replay(lines: 1, validLength: good.count, tornTail: true, version: version))
     }
 
-    @Test func damageBeforeTheEndIsRefused() {
-        var middle = Journal.line(address: .v4(2), username: name("bob"))
+    /// Line numbers count the header, so that they name the file's lines.
+    @Test(arguments: [1, 2])
+    func damageBeforeTheEndIsRefused(version: Int) {
+        let line = version == 2 ? record : version1Line
+        var middle = line(.v4(2), "bob")
         middle[10] ^= 0x01  // one flipped bit
-        let lines = Journal.line(address: .v4(1), username: name("alice")) + middle + Journal.line(address: .v4(3), username: name("carol"))
+        let start = version == 2 ? Journal.header : []
+        let lines = start + line(.v4(1), "alice") + middle + line(.v4(3), "carol")
         var registry = Registry(maxUsers: 10)
-        #expect(throws: Journal.DamageError(line: 2)) {
+        let damaged = version == 2 ? 3 : 2
+        #expect(throws: Journal.DamageError(line: damaged)) {
             try Journal.replay(lines, into: &registry)
         }
         #expect(Journal.DamageError(line: 2).description == "journal line 2 is damaged (bad checksum or format)")
@@ -129,7 +254,7 @@ private func name(_ text: String) -> Username { Username(text)! }
 
     @Test func replayKeepsConfirmedUsersEvenPastMaxUsers() throws {
         var registry = Registry(maxUsers: 1)
-        let lines = Journal.line(address: .v4(1), username: name("a")) + Journal.line(address: .v4(2), username: name("b"))
+        let lines = Journal.header + record(.v4(1), "a") + record(.v4(2), "b")
         _ = try Journal.replay(lines, into: &registry)
         #expect(registry.count == 2)
         #expect(registry.maxUsers == 1)
@@ -165,7 +290,7 @@ private func name(_ text: String) -> Username { Username(text)! }
         queue.hold("connect from 1")
         #expect(queue.isPending(.v4(1)) && !queue.isPending(.v4(2)))
         let bytes = queue.startCommit()
-        #expect(bytes == Journal.line(address: .v4(1), username: name("alice")))
+        #expect(bytes == Journal.line(.registration(.v4(1), name("alice"))))
         let second = queue.startCommit()
         #expect(second == nil)  // one group in flight at a time
 
@@ -176,7 +301,7 @@ private func name(_ text: String) -> Username { Username(text)! }
         #expect(released == ["alice ok", "connect from 1"])
         #expect(!queue.isPending(.v4(1)) && queue.isPending(.v4(2)))
         let next = queue.startCommit()
-        #expect(next == Journal.line(address: .v4(2), username: name("bob")))
+        #expect(next == Journal.line(.registration(.v4(2), name("bob"))))
         let releasedNext = queue.commitSucceeded()
         #expect(releasedNext == ["bob ok"])
         #expect(queue.pendingChanges == 0 && !queue.isCommitting)

@@ -116,7 +116,7 @@ private func read(_ url: URL) throws -> [UInt8] {
     @Test func aJournalLineTakesItsNameFromTheKeptHolder() throws {
         var harness = FuzzHarness()
         try harness.run([0x07] + Array("CHAT/1 1 INTRODUCE bob".utf8))
-        let journal = Journal.line(address: .v4(0x0a00_0005), username: Username("BOB")!)
+        let journal = Journal.header + Journal.line(.registration(.v4(0x0a00_0005), Username("BOB")!))
         try harness.run([1] + journal)
         try harness.run([1] + journal)
         try harness.run([0x07] + Array("CHAT/1 2 CONNECT".utf8))

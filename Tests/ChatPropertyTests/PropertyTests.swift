@@ -317,7 +317,7 @@ private func mapping(_ registry: Registry) -> [IPAddress: String] {
     /// The journal's promise (Journal.swift): replaying any run of the
     /// history onto a snapshot that already includes its start ends in the
     /// same state, so a crash between writing a snapshot and compacting the
-    /// journal loses nothing. History: one line per change, as chatd writes.
+    /// journal loses nothing. History: one record per change, as chatd writes.
     @Test func journalReplayFromAnySnapshotReachesTheSameState() async {
         await propertyCheck(
             count: 200, input: step.array(of: 0...80), Gen.int(in: 1...24), Gen.int(in: 0...100), Gen.int(in: 0...100)
@@ -334,14 +334,15 @@ private func mapping(_ registry: Registry) -> [IPAddress: String] {
                     case .taken, .full: false
                     }
                 if changed {
-                    lines.append(Journal.line(address: client(step.address), username: name))
+                    lines.append(Journal.line(.registration(client(step.address), name)))
                     states.append(registry)
                 }
             }
             let snapshot = snapshotPick % (lines.count + 1)  // lines in the snapshot
             let start = startPick % (snapshot + 1)  // lines not yet compacted away
             var restored = try Snapshot.load(Snapshot.encode(states[snapshot], savedAt: 0), maxUsers: maxUsers)
-            let replay = try Journal.replay(Array(lines[start...].joined()), into: &restored)
+            // What compaction leaves: the header, then the lines not yet covered.
+            let replay = try Journal.replay(Journal.header + lines[start...].joined(), into: &restored)
             #expect(replay.lines == lines.count - start)
             #expect(!replay.tornTail)
             #expect(mapping(restored) == mapping(registry), "snapshot after \(snapshot) of \(lines.count) lines, replay from \(start)")

@@ -18,7 +18,8 @@ struct DurabilityTests {
         #expect(try daemon.request("CHAT/1 1 INTRODUCE nora", from: "127.0.0.30") == "CHAT/1 1 SUCCESS nora")
         #expect(try daemon.request("CHAT/1 2 INTRODUCE nora2", from: "127.0.0.30") == "CHAT/1 2 SUCCESS nora2")
         let journal = try String(contentsOfFile: journalPath(daemon), encoding: .utf8)
-        #expect(journal.split(separator: "\n").count == 2)
+        #expect(journal.split(separator: "\n").count == 3)  // the header and two records
+        #expect(journal.hasPrefix(String(decoding: Journal.header, as: UTF8.self)))
         #expect(journal.contains(#""username": "nora2""#))
         try daemon.stop(signal: SIGKILL)
         #expect(!FileManager.default.fileExists(atPath: daemon.snapshotPath))
@@ -27,17 +28,17 @@ struct DurabilityTests {
         #expect(try daemon.request("CHAT/1 3 CONNECT", from: "127.0.0.30") == "CHAT/1 3 SUCCESS nora2")
         #expect(try daemon.request("CHAT/1 4 INTRODUCE nora", from: "127.0.0.31") == "CHAT/1 4 SUCCESS nora")
         #expect(daemon.log.contains("journal.replayed=2"))
-        // A clean stop writes the snapshot and empties the journal it covers.
+        // A clean stop writes the snapshot and drops the records it covers.
         #expect(try daemon.stop() == 0)
-        #expect(try String(contentsOfFile: journalPath(daemon), encoding: .utf8).isEmpty)
+        #expect(try FileSystem.readFile(atPath: journalPath(daemon)) == Journal.header)
         #expect(try String(contentsOfFile: daemon.snapshotPath, encoding: .utf8).contains(#""username": "nora""#))
     }
 
     @Test func aTornLastLineIsDroppedAndTheRestLoads() throws {
         let daemon = try Daemon()
         try FileManager.default.createDirectory(atPath: daemon.folder.appendingPathComponent("state").path, withIntermediateDirectories: true)
-        let good = Journal.line(address: IPAddress("127.0.0.32")!, username: Username("olga")!)
-        let torn = Array(Journal.line(address: IPAddress("127.0.0.33")!, username: Username("pete")!).prefix(20))
+        let good = Journal.header + Journal.line(.registration(IPAddress("127.0.0.32")!, Username("olga")!))
+        let torn = Array(Journal.line(.registration(IPAddress("127.0.0.33")!, Username("pete")!)).prefix(20))
         _ = FileManager.default.createFile(atPath: journalPath(daemon), contents: Data(good + torn))
         try daemon.start()
         #expect(try daemon.request("CHAT/1 1 CONNECT", from: "127.0.0.32") == "CHAT/1 1 SUCCESS olga")
@@ -49,15 +50,17 @@ struct DurabilityTests {
     @Test func aDamagedJournalIsRefusedAndLeftUntouched() throws {
         let daemon = try Daemon()
         try FileManager.default.createDirectory(atPath: daemon.folder.appendingPathComponent("state").path, withIntermediateDirectories: true)
-        var middle = Journal.line(address: IPAddress("127.0.0.34")!, username: Username("quinn")!)
+        var middle = Journal.line(.registration(IPAddress("127.0.0.34")!, Username("quinn")!))
         middle[12] ^= 0x02
-        let content = Journal.line(address: .v4(1), username: Username("a")!) + middle + Journal.line(address: .v4(2), username: Username("b")!)
+        let content =
+            Journal.header + Journal.line(.registration(.v4(1), Username("a")!)) + middle
+            + Journal.line(.registration(.v4(2), Username("b")!))
         _ = FileManager.default.createFile(atPath: journalPath(daemon), contents: Data(content))
         let result = try runProgram(Binaries.chatd, ["--config", daemon.configPath], timeout: .seconds(10))
         #expect(result.status == 1)
         #expect(result.stderr.contains("registry.journal"))
-        #expect(result.stderr.contains("journal line 2 is damaged"))
-        #expect(result.stderr.contains("sed -i '2d' \(journalPath(daemon))"), "says how to get going again")
+        #expect(result.stderr.contains("journal line 3 is damaged"), "the header is line 1")
+        #expect(result.stderr.contains("sed -i '3d' \(journalPath(daemon))"), "says how to get going again")
         #expect(try Data(contentsOf: URL(fileURLWithPath: journalPath(daemon))) == Data(content))
     }
 
@@ -68,12 +71,12 @@ struct DurabilityTests {
             #expect(try daemon.request("CHAT/1 \(i) INTRODUCE rita\(i)", from: "127.0.1.\(i + 1)") == "CHAT/1 \(i) SUCCESS rita\(i)")
         }
         let deadline = ContinuousClock.now + .seconds(10)
-        var journal = "x"
-        while ContinuousClock.now < deadline && !journal.isEmpty {
+        var journal: [UInt8]?
+        while ContinuousClock.now < deadline && journal != Journal.header {
             Thread.sleep(forTimeInterval: 0.1)
-            journal = (try? String(contentsOfFile: journalPath(daemon), encoding: .utf8)) ?? "x"
+            journal = try? FileSystem.readFile(atPath: journalPath(daemon))
         }
-        #expect(journal.isEmpty)
+        #expect(journal == Journal.header, "compaction keeps the header and nothing else")
         #expect(try String(contentsOfFile: daemon.snapshotPath, encoding: .utf8).contains("rita4"))
     }
 
@@ -85,7 +88,7 @@ struct DurabilityTests {
     @Test func periodicModeFoldsALeftoverJournalIntoTheSnapshot() throws {
         let daemon = try Daemon(extraConfig: "durability = \"periodic\"\nsnapshot_interval_s = 1")
         try FileManager.default.createDirectory(atPath: daemon.folder.appendingPathComponent("state").path, withIntermediateDirectories: true)
-        let leftover = Journal.line(address: IPAddress("127.0.0.41")!, username: Username("alice")!)
+        let leftover = Journal.header + Journal.line(.registration(IPAddress("127.0.0.41")!, Username("alice")!))
         _ = FileManager.default.createFile(atPath: journalPath(daemon), contents: Data(leftover))
         try daemon.start()
         #expect(!FileManager.default.fileExists(atPath: journalPath(daemon)))
@@ -104,6 +107,53 @@ struct DurabilityTests {
         try daemon.start()
         #expect(try daemon.request("CHAT/1 3 CONNECT", from: "127.0.0.42") == "CHAT/1 3 SUCCESS alice")
         #expect(try daemon.request("CHAT/1 4 CONNECT", from: "127.0.0.41") == "CHAT/1 4 SUCCESS bob")
+    }
+
+    /// A journal left by a chatd from before the header (version 1) still
+    /// replays, with its torn tail dropped, and is upgraded: folded into the
+    /// snapshot, then replaced by an empty version-2 journal, since new
+    /// records cannot be appended to a version-1 file.
+    @Test func aVersion1JournalFromAnOlderChatdReplaysAndIsUpgraded() throws {
+        let daemon = try Daemon(extraConfig: "snapshot_interval_s = 3600")
+        try FileManager.default.createDirectory(atPath: daemon.folder.appendingPathComponent("state").path, withIntermediateDirectories: true)
+        func version1Line(_ body: String) -> String {
+            body + #", "crc32": \#(CRC32.checksum(Array(body.utf8)))}"# + "\n"
+        }
+        // As the older chatd wrote them: literal, since chatd writes them no more.
+        let old =
+            version1Line(#"{"ip": "127.0.0.50", "username": "uma""#)
+            + version1Line(#"{"ip": "127.0.0.51", "username": "vic""#)
+            + version1Line(#"{"ip": "127.0.0.50", "username": "ulla""#)  // a rename frees uma
+            + version1Line(#"{"ip": "127.0.0.52", "username": "uma""#)
+        let torn = String(version1Line(#"{"ip": "127.0.0.53", "username": "wes""#).prefix(25))
+        _ = FileManager.default.createFile(atPath: journalPath(daemon), contents: Data((old + torn).utf8))
+        func expectUpgraded() throws {
+            #expect(try daemon.request("CHAT/1 1 CONNECT", from: "127.0.0.50") == "CHAT/1 1 SUCCESS ulla")
+            #expect(try daemon.request("CHAT/1 2 CONNECT", from: "127.0.0.51") == "CHAT/1 2 SUCCESS vic")
+            #expect(try daemon.request("CHAT/1 3 CONNECT", from: "127.0.0.52") == "CHAT/1 3 SUCCESS uma")
+            #expect(try daemon.request("CHAT/1 4 CONNECT", from: "127.0.0.53") == "CHAT/1 4 ERROR CLIENT_NOT_FOUND")
+            #expect(daemon.log.contains("journal.replayed=4"))
+            #expect(try FileSystem.readFile(atPath: journalPath(daemon)) == Journal.header)
+            #expect(try String(contentsOfFile: daemon.snapshotPath, encoding: .utf8).contains(#""ip": "127.0.0.50", "username": "ulla""#))
+        }
+        try daemon.start()
+        try expectUpgraded()
+
+        // A crash after the snapshot but before the journal was replaced
+        // leaves the old file beside the new snapshot: it replays onto it
+        // harmlessly, and is upgraded again.
+        try daemon.stop(signal: SIGKILL)
+        _ = FileManager.default.createFile(atPath: journalPath(daemon), contents: Data(old.utf8))
+        try daemon.start()
+        try expectUpgraded()
+
+        // The new journal takes records, and they survive kill -9.
+        #expect(try daemon.request("CHAT/1 5 INTRODUCE wes", from: "127.0.0.53") == "CHAT/1 5 SUCCESS wes")
+        try daemon.stop(signal: SIGKILL)
+        try daemon.start()
+        #expect(try daemon.request("CHAT/1 6 CONNECT", from: "127.0.0.53") == "CHAT/1 6 SUCCESS wes")
+        #expect(try daemon.request("CHAT/1 7 CONNECT", from: "127.0.0.50") == "CHAT/1 7 SUCCESS ulla")
+        #expect(try daemon.stop() == 0)
     }
 
     /// SIGKILL at random moments while 40 clients register, 50 times over:
