@@ -204,7 +204,7 @@ public struct ChatService {
 
     /// - Parameters:
     ///   - registry: as loaded from the snapshot and journal.
-    ///   - journalLength: bytes of the journal on disk (0 without one).
+    ///   - journalLength: bytes of the journal on disk, its header included (0 without one).
     ///   - seed: random, for the rate limiter's hash.
     public init(configuration: Configuration, registry: Registry, journalLength: Int, now: Instant, seed: UInt64) {
         self.configuration = configuration
@@ -395,7 +395,7 @@ public struct ChatService {
         snapshotError = nil
         events.append(.snapshotWritten(report, users: written.users))
         // The snapshot holds every change in those journal bytes: drop them.
-        if configuration.journaling, written.covers > 0 {
+        if configuration.journaling, written.covers > Journal.header.count {
             compacting = true
             storageWork.append(.compact(droppingFirst: written.covers))
         }

@@ -2,7 +2,8 @@
 //
 // `run()` reads top to bottom in the order the daemon starts:
 // signals blocked → config → logging → sockets → snapshot → journal replay →
-// READY=1 → serve → STOPPING=1 → final snapshot.
+// Server.run(), which sends READY=1, serves, sends STOPPING=1 and writes the
+// final snapshot.
 // Signals come first because the signalfd only works if SIGTERM, SIGINT and
 // SIGHUP are blocked before anything could start a thread.
 
@@ -121,13 +122,31 @@ struct Chatd: ParsableCommand {
                     snapshotPath: serverSettings.snapshotPath)
             } catch let damage as Journal.DamageError {
                 // Refusing is right, but the administrator needs the way out.
-                fail("""
-                    cannot recover the journal \(journalPath): \(damage)
-                    chatd will not guess which client holds which name. Keep a copy of the file, then delete \
-                    line \(damage.line) (sed -i '\(damage.line)d' \(shellQuoted(journalPath))) and start chatd again; \
-                    the registration on that line is lost unless the snapshot holds it.
-                    """)
+                switch damage.reason {
+                case .damaged:
+                    fail("""
+                        cannot recover the journal \(journalPath): \(damage)
+                        chatd will not guess which client holds which name. Keep a copy of the file, then delete \
+                        line \(damage.line) (sed -i '\(damage.line)d' \(shellQuoted(journalPath))) and start chatd \
+                        again; the registration on that line is lost unless the snapshot holds it.
+                        """)
+                case .unknownRecordType, .unsupportedVersion:
+                    // Deleting the line would throw away a change that newer chatd made.
+                    fail("""
+                        cannot recover the journal \(journalPath): \(damage)
+                        A newer chatd wrote this journal: run that version. Going back to this one is safe only \
+                        after the newer chatd stopped cleanly (its final snapshot then holds every change): then \
+                        move the journal away (mv \(shellQuoted(journalPath)) \(shellQuoted(journalPath + ".newer"))) \
+                        and start this chatd.
+                        """)
+                }
             }
+        }
+        if recovery.upgradedFromVersion1 {
+            logger.notice("journal was version 1 (from an older chatd): folded it into the snapshot and started a version-2 journal", metadata: [
+                "journal.path": "\(journalPath)", "journal.lines": "\(recovery.lines)",
+                "snapshot.path": "\(serverSettings.snapshotPath)",
+            ])
         }
         if recovery.folded {
             logger.notice("durability is periodic: folded the journal into the snapshot and removed it", metadata: [

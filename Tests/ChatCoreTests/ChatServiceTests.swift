@@ -8,6 +8,8 @@ import Testing
 private let alice = Endpoint(IPAddress("127.0.0.2")!, port: 4000)
 private let bob = Endpoint(IPAddress("127.0.0.3")!, port: 4001)
 private let start = Instant(nanoseconds: 1_000_000_000)
+/// Journal lengths below count from the end of the header.
+private let header = Journal.header.count
 
 private func name(_ text: String) -> Username { Username(text)! }
 
@@ -21,7 +23,7 @@ private struct Harness {
             configuration: .init(
                 maxUsers: maxUsers, ratePerIP: rate, burstPerIP: 4, journaling: journaling,
                 snapshotInterval: .seconds(30), reportsEveryRequest: everyRequest),
-            registry: Registry(maxUsers: maxUsers), journalLength: 0, now: start, seed: 7)
+            registry: Registry(maxUsers: maxUsers), journalLength: journaling ? header : 0, now: start, seed: 7)
     }
 
     /// Sends `text` from `source`; the reply sent at once, or nil.
@@ -52,6 +54,10 @@ private struct Harness {
         while let event = service.pollEvent() { all.append(event) }
         return all
     }
+
+    // Read through these, so that a failed expectation does not print the whole service.
+    var isSettled: Bool { service.isSettled }
+    var awaitsJournal: Bool { service.awaitsJournal }
 
     mutating func advance(_ duration: Duration) {
         now = now + duration
@@ -130,12 +136,12 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         #expect(shell.service.registry.username(for: alice.address)?.text == "alice", "applied at once")
         let work = shell.work()
         #expect(work.count == 1)
-        #expect(lines(work[0]) == String(decoding: Journal.line(address: alice.address, username: name("alice")), as: UTF8.self))
-        #expect(shell.service.awaitsJournal)
-        shell.service.committed(journalLength: 60)
+        #expect(lines(work[0]) == String(decoding: Journal.line(.registration(alice.address, name("alice"))), as: UTF8.self))
+        #expect(shell.awaitsJournal)
+        shell.service.committed(journalLength: header + 60)
         #expect(shell.transmitted() == ["CHAT/1 20 SUCCESS alice"])
         #expect(shell.events() == [.registered(name("alice"), client: alice, requestID: 20)])
-        #expect(!shell.service.awaitsJournal)
+        #expect(!shell.awaitsJournal)
     }
 
     @Test func repliesToAnAddressWithAChangeInFlightWaitForIt() {
@@ -144,7 +150,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         #expect(shell.send("CHAT/1 21 CONNECT") == nil)
         #expect(shell.send("CHAT/1 22 CONNECT", from: bob) == "CHAT/1 22 ERROR CLIENT_NOT_FOUND", "others are not held")
         _ = shell.work()
-        shell.service.committed(journalLength: 60)
+        shell.service.committed(journalLength: header + 60)
         #expect(shell.transmitted() == ["CHAT/1 20 SUCCESS alice", "CHAT/1 21 SUCCESS alice"])
     }
 
@@ -155,12 +161,12 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         _ = shell.send("CHAT/1 21 INTRODUCE bob", from: bob)
         _ = shell.send("CHAT/1 22 INTRODUCE alicia")
         #expect(shell.work().isEmpty, "one group in flight at a time")
-        shell.service.committed(journalLength: 60)
+        shell.service.committed(journalLength: header + 60)
         #expect(shell.transmitted() == ["CHAT/1 20 SUCCESS alice"])
         let next = shell.work()
         #expect(next.count == 1)
         #expect(lines(next[0])?.split(separator: "\n").count == 2)
-        shell.service.committed(journalLength: 180)
+        shell.service.committed(journalLength: header + 180)
         #expect(shell.transmitted() == ["CHAT/1 21 SUCCESS bob", "CHAT/1 22 SUCCESS alicia"])
         #expect(shell.events() == [
             .registered(name("alice"), client: alice, requestID: 20),
@@ -178,7 +184,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         _ = shell.send("CHAT/1 23 FROB")  // held: MALFORMED whatever happens
         _ = shell.send("CHAT/1 24 INTRODUCE bob", from: bob)  // queued behind the group in flight
         _ = shell.events()
-        shell.service.commitFailed(error: "No space left on device", journalLength: 0)
+        shell.service.commitFailed(error: "No space left on device", journalLength: header)
         #expect(shell.transmitted() == [
             "CHAT/1 20 ERROR UNAVAILABLE", "CHAT/1 21 ERROR CLIENT_NOT_FOUND", "CHAT/1 22 ERROR UNAVAILABLE",
             "CHAT/1 23 ERROR MALFORMED", "CHAT/1 24 ERROR UNAVAILABLE",
@@ -187,11 +193,11 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         #expect(shell.events() == [.journalFailed(error: "No space left on device")])
         #expect(shell.service.journalError == "No space left on device")
         #expect(shell.work().isEmpty, "nothing left to write")
-        #expect(shell.service.isSettled)
+        #expect(shell.isSettled)
         // The next sync that works clears the error.
         _ = shell.send("CHAT/1 25 INTRODUCE alice")
         _ = shell.work()
-        shell.service.committed(journalLength: 60)
+        shell.service.committed(journalLength: header + 60)
         #expect(shell.service.journalError == nil)
     }
 
@@ -199,7 +205,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         var shell = Harness()
         _ = shell.send("CHAT/1 20 INTRODUCE alice", socket: 1)
         _ = shell.work()
-        shell.service.committed(journalLength: 60)
+        shell.service.committed(journalLength: header + 60)
         #expect(shell.transmits().map(\.socket) == [1])
     }
 
@@ -230,7 +236,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         #expect(shell.service.nextTimeout() == start + .seconds(60))
         _ = shell.send("CHAT/1 20 INTRODUCE alice")
         _ = shell.work()
-        shell.service.committed(journalLength: 60)
+        shell.service.committed(journalLength: header + 60)
         shell.advance(.seconds(29))
         #expect(shell.work().isEmpty, "not yet")
         shell.advance(.seconds(1))
@@ -241,13 +247,13 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         var shell = Harness()
         _ = shell.send("CHAT/1 20 INTRODUCE alice")
         _ = shell.work()
-        shell.service.committed(journalLength: 60)
+        shell.service.committed(journalLength: header + 60)
         shell.advance(.seconds(30))
         #expect(snapshotJob(shell.work()) != nil)
         // A change synced while the snapshot is written is not covered by it.
         _ = shell.send("CHAT/1 21 INTRODUCE bob", from: bob)
         _ = shell.work()
-        shell.service.committed(journalLength: 120)
+        shell.service.committed(journalLength: header + 120)
         shell.service.snapshotWritten(report)
         #expect(shell.service.lastSnapshot == report.savedAt)
         let work = shell.work()
@@ -255,7 +261,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
             Issue.record("expected one compaction, got \(work)")
             return
         }
-        #expect(count == 60)
+        #expect(count == header + 60)
         #expect(shell.events().contains(.snapshotWritten(report, users: 1)))
     }
 
@@ -263,17 +269,17 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         var shell = Harness()
         _ = shell.send("CHAT/1 20 INTRODUCE alice")
         _ = shell.work()
-        shell.service.committed(journalLength: 60)
+        shell.service.committed(journalLength: header + 60)
         shell.advance(.seconds(30))
         _ = shell.work()
         shell.service.snapshotWritten(report)
         _ = shell.work()  // the compaction, not answered yet
         _ = shell.send("CHAT/1 21 INTRODUCE bob", from: bob)
         _ = shell.work()
-        shell.service.committed(journalLength: 120)
+        shell.service.committed(journalLength: header + 120)
         shell.advance(.seconds(30))
         #expect(snapshotJob(shell.work()) == nil, "its covered length would count bytes of the file before compaction")
-        shell.service.compacted(journalLength: 60)
+        shell.service.compacted(journalLength: header + 60)
         shell.advance(.seconds(30))
         #expect(snapshotJob(shell.work())?.users == 2, "dirty still, so the next interval writes it")
     }
@@ -282,7 +288,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         var shell = Harness()
         _ = shell.send("CHAT/1 20 INTRODUCE alice")
         _ = shell.work()
-        shell.service.committed(journalLength: 60)
+        shell.service.committed(journalLength: header + 60)
         _ = shell.send("CHAT/1 21 INTRODUCE alicia")  // in flight when the snapshot starts
         _ = shell.send("CHAT/1 22 INTRODUCE bob", from: bob)
         _ = shell.work()
@@ -294,7 +300,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         #expect(job.replacing == [alice.address: name("alice"), bob.address: nil])
         #expect(job.users == 1)
         // The sync fails: the snapshot never held the refused changes.
-        shell.service.commitFailed(error: "EIO", journalLength: 60)
+        shell.service.commitFailed(error: "EIO", journalLength: header + 60)
         shell.service.snapshotWritten(report)
         let decoded = try? Snapshot.load(
             Snapshot.encode(job.records, savedAt: 0, replacing: job.replacing), maxUsers: 10)
@@ -302,11 +308,24 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         #expect(decoded?.count == 1)
     }
 
+    @Test func aSnapshotOverAJournalOfOnlyItsHeaderCompactsNothing() {
+        var shell = Harness()
+        _ = shell.send("CHAT/1 20 INTRODUCE alice")
+        _ = shell.work()
+        shell.service.commitFailed(error: "EIO", journalLength: header)  // undone, but the registry was touched
+        _ = shell.transmits()
+        shell.advance(.seconds(30))
+        #expect(snapshotJob(shell.work()) != nil)
+        shell.service.snapshotWritten(report)
+        #expect(shell.work().isEmpty)
+        #expect(shell.isSettled)
+    }
+
     @Test func aFailedSnapshotKeepsTheJournalAndIsRetriedAtTheNextInterval() {
         var shell = Harness()
         _ = shell.send("CHAT/1 20 INTRODUCE alice")
         _ = shell.work()
-        shell.service.committed(journalLength: 60)
+        shell.service.committed(journalLength: header + 60)
         shell.advance(.seconds(30))
         _ = shell.work()
         _ = shell.events()
@@ -329,22 +348,22 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         _ = shell.send("CHAT/1 21 INTRODUCE bob", from: bob)
         shell.service.stop()
         #expect(shell.service.nextTimeout() == nil, "no periodic snapshots while stopping")
-        #expect(!shell.service.isSettled)
-        shell.service.committed(journalLength: 60)
+        #expect(!shell.isSettled)
+        shell.service.committed(journalLength: header + 60)
         _ = shell.work()
-        shell.service.committed(journalLength: 120)
+        shell.service.committed(journalLength: header + 120)
         #expect(shell.transmitted() == ["CHAT/1 20 SUCCESS alice", "CHAT/1 21 SUCCESS bob"])
-        #expect(shell.service.isSettled)
+        #expect(shell.isSettled)
         shell.service.writeFinalSnapshot()
         #expect(snapshotJob(shell.work())?.users == 2)
         shell.service.snapshotWritten(report)
-        guard case .compact(120)? = shell.work().first else {
+        guard case .compact(header + 120)? = shell.work().first else {
             Issue.record("the final snapshot covers the whole journal")
             return
         }
-        #expect(shell.service.awaitsJournal)
-        shell.service.compacted(journalLength: 0)
-        #expect(shell.service.isSettled)
+        #expect(shell.awaitsJournal)
+        shell.service.compacted(journalLength: header)
+        #expect(shell.isSettled)
     }
 
     @Test func reconfiguringMovesTheSnapshotDeadlineAndTheLimits() {
