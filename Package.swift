@@ -34,7 +34,7 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(
             name: "ChatConfig",
-            dependencies: ["ChatCore", "ChatSystem", .product(name: "TOMLKit", package: "TOMLKit")],
+            dependencies: ["ChatCore", .product(name: "TOMLKit", package: "TOMLKit")],
             swiftSettings: strict),
         .target(
             name: "ChatSystem",

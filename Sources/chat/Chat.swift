@@ -92,7 +92,7 @@ struct ClientOptions: ParsableArguments {
     func run(_ goal: HandshakeGoal) throws -> Never {
         let file: Config
         do {
-            file = try Config.load(path: config)
+            file = try Config.load(path: config, read: FileSystem.readFile(atPath:))
         } catch {
             finish(.configError, "\(error)")
         }
