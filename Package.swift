@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "chat",
             dependencies: [
-                "ChatCore", "ChatConfig", "ChatClient",
+                "ChatCore", "ChatConfig", "ChatSystem", "ChatClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
