@@ -54,7 +54,7 @@ public struct Registry: Sendable {
     public var isEmpty: Bool { records.count == 0 }
 
     public func username(for address: IPAddress) -> Username? {
-        let key = Record.key(address)
+        let key = address.ipv6Halves
         return findAddress(key, hash: Record.hash(key)).map { records[$0].username }
     }
 
@@ -64,7 +64,7 @@ public struct Registry: Sendable {
 
     /// Applies the INTRODUCE rules for `name` arriving from `address`.
     public mutating func introduce(_ name: Username, from address: IPAddress) -> Outcome {
-        let key = Record.key(address)
+        let key = address.ipv6Halves
         let nameHash = Record.hash(name: name)
         if let holder = findName(name, hash: nameHash) {
             guard records[holder].matches(key) else { return .taken }
@@ -91,7 +91,7 @@ public struct Registry: Sendable {
     /// Another address holding the name loses it, and its registration: in a
     /// correct history that address takes the name later in the same replay.
     public mutating func restore(_ name: Username, at address: IPAddress) {
-        if let holder = findName(name, hash: Record.hash(name: name)), !records[holder].matches(Record.key(address)) {
+        if let holder = findName(name, hash: Record.hash(name: name)), !records[holder].matches(address.ipv6Halves) {
             remove(records[holder].address)
         }
         let limit = maxUsers
@@ -105,7 +105,7 @@ public struct Registry: Sendable {
     /// registration order is kept except for that one record.
     @discardableResult
     public mutating func remove(_ address: IPAddress) -> Bool {
-        let key = Record.key(address)
+        let key = address.ipv6Halves
         let addressHash = Record.hash(key)
         guard let index = findAddress(key, hash: addressHash) else { return false }
         byAddress.remove(index, hash: addressHash) { records[$0].addressHash }
@@ -135,7 +135,7 @@ public struct Registry: Sendable {
 
     // MARK: - Tables
 
-    private func findAddress(_ key: (UInt64, UInt64), hash: Int) -> Int? {
+    private func findAddress(_ key: (high: UInt64, low: UInt64), hash: Int) -> Int? {
         byAddress.find(hash: hash) { records[$0].matches(key) }
     }
 
@@ -186,7 +186,7 @@ extension Registry {
 
     /// Adds one saved registration (for loaders that stream the file).
     public mutating func add(_ name: Username, at address: IPAddress, index: Int) throws(ConflictError) {
-        let key = Record.key(address)
+        let key = address.ipv6Halves
         let addressHash = Record.hash(key)
         let nameHash = Record.hash(name: name)
         guard findAddress(key, hash: addressHash) == nil else { throw .duplicateAddress(address, index: index) }
@@ -200,25 +200,22 @@ extension Registry {
 extension Registry {
     /// One registration as plain data: 48 bytes, no references.
     public struct Record: Sendable {
-        /// The address as 128 bits; IPv4 as ::ffff:a.b.c.d.
+        /// The address's `ipv6Halves`.
         var high: UInt64
         var low: UInt64
         /// The name's bytes, zero-padded (names never contain NUL).
         var name: (UInt64, UInt64, UInt64, UInt64)
 
-        init(key: (UInt64, UInt64), name: Username) {
-            high = key.0
-            low = key.1
+        init(key: (high: UInt64, low: UInt64), name: Username) {
+            high = key.high
+            low = key.low
             self.name = (0, 0, 0, 0)
             setName(name)
         }
 
-        static func key(_ address: IPAddress) -> (UInt64, UInt64) {
-            switch address {
-            case .v4(let v4): (0, 0xffff_0000_0000 | UInt64(v4))
-            case .v6(let high, let low): (high, low)
-            }
-        }
+        // Only CommitQueue still calls this; it can go once that calls
+        // `ipv6Halves` itself.
+        static func key(_ address: IPAddress) -> (high: UInt64, low: UInt64) { address.ipv6Halves }
 
         public var address: IPAddress { .ipv6(high: high, low: low) }
 
@@ -242,7 +239,7 @@ extension Registry {
             }
         }
 
-        func matches(_ key: (UInt64, UInt64)) -> Bool { high == key.0 && low == key.1 }
+        func matches(_ key: (high: UInt64, low: UInt64)) -> Bool { high == key.high && low == key.low }
 
         /// Case-insensitive comparison with `other`, without making a String.
         func nameMatches(_ other: Username) -> Bool {
@@ -255,14 +252,14 @@ extension Registry {
             }
         }
 
-        var addressHash: Int { Self.hash((high, low)) }
+        var addressHash: Int { Self.hash((high: high, low: low)) }
 
         var nameHash: Int { withNameBytes { Self.hash(foldedBytes: $0) } }
 
-        static func hash(_ key: (UInt64, UInt64)) -> Int {
+        static func hash(_ key: (high: UInt64, low: UInt64)) -> Int {
             var hasher = Hasher()
-            hasher.combine(key.0)
-            hasher.combine(key.1)
+            hasher.combine(key.high)
+            hasher.combine(key.low)
             return hasher.finalize()
         }
 
