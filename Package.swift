@@ -30,7 +30,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "ChatCore", swiftSettings: strict),
-        .systemLibrary(name: "CLinux"),
+        // A C target rather than a system library only so that layout_checks.c is compiled.
+        .target(name: "CLinux"),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(
             name: "ChatConfig",
