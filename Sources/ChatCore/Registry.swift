@@ -5,11 +5,13 @@
 //   - an IP address holds at most one username;
 //   - a username, compared case-insensitively, is held by at most one address;
 //   - the count never grows past `maxUsers` through `introduce` (a snapshot
-//     larger than the limit still loads in full: data is never dropped).
+//     larger than the limit still loads in full, and `restore` replays the
+//     journal past it: data is never dropped).
 //
 // Storage, shaped by the numbers a million users imply:
 //   - `records`: one 48-byte plain record per user (address as 128 bits, name
-//     as up to 32 bytes), in registration order, in chunks of 4096. Plain
+//     as up to 32 bytes), in chunks of 4096, in registration order except
+//     where a removal moved the last record into the hole it left. Plain
 //     data copies as memory, and chunks are separate copy-on-write arrays, so
 //     a snapshot can take `records` to another thread and the loop's next
 //     change copies only the one chunk it touches.
@@ -18,9 +20,11 @@
 //     Keys live in the records, so each table costs 4 bytes a slot.
 // About 64 bytes a user in all, against ~160 for two Dictionaries. Hashing
 // uses the standard library's per-process random seed, so nobody can choose
-// addresses or names that collide on purpose. Users are never removed (the
-// protocol has no way to leave) except to undo a registration that could not
-// be made durable; deletion shifts entries back, so no tombstones are needed.
+// addresses or names that collide on purpose. The protocol has no way to
+// leave, so a user is removed only to undo a registration that could not be
+// made durable, or when journal replay (`restore`) gives its name to another
+// address. Deleting from a table shifts later entries back, so no tombstones
+// are needed.
 
 public struct Registry: Sendable {
     /// New addresses are refused once this many are registered. Changing it
@@ -100,9 +104,10 @@ public struct Registry: Sendable {
         maxUsers = limit
     }
 
-    /// Removes the registration of `address`, for undoing a registration that
-    /// could not be made durable. The last record moves into the hole, so
-    /// registration order is kept except for that one record.
+    /// Removes the registration of `address`: to undo a registration that
+    /// could not be made durable, and in `restore`, when another address
+    /// takes the name. The last record moves into the hole, so registration
+    /// order is kept except for that one record.
     @discardableResult
     public mutating func remove(_ address: IPAddress) -> Bool {
         let key = address.ipv6Halves
@@ -121,7 +126,8 @@ public struct Registry: Sendable {
         return true
     }
 
-    /// Every registration, in registration order.
+    /// Every registration, in registration order except where `remove`
+    /// moved the last record into a hole.
     public var entries: some Collection<(address: IPAddress, username: Username)> {
         records.lazy.map { (address: $0.address, username: $0.username) }
     }

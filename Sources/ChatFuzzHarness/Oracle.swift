@@ -82,7 +82,8 @@ enum Expectation: Equatable {
 /// The registry as the protocol document's table describes it.
 struct Model {
     var maxUsers: Int
-    /// Spelling held by each client, and the clients in registration order.
+    /// Spelling held by each client, and the clients in the registry's order
+    /// (registration order, except where `remove` moved the last one).
     private(set) var names: [ClientKey: String] = [:]
     private(set) var order: [ClientKey] = []
     /// Which client holds each case-folded name.
