@@ -30,11 +30,12 @@ let package = Package(
     ],
     targets: [
         .target(name: "ChatCore", swiftSettings: strict),
-        .systemLibrary(name: "CLinux"),
+        // A C target rather than a system library only so that layout_checks.c is compiled.
+        .target(name: "CLinux"),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(
             name: "ChatConfig",
-            dependencies: ["ChatCore", "ChatSystem", .product(name: "TOMLKit", package: "TOMLKit")],
+            dependencies: ["ChatCore", .product(name: "TOMLKit", package: "TOMLKit")],
             swiftSettings: strict),
         .target(
             name: "ChatSystem",
@@ -59,7 +60,7 @@ let package = Package(
         .executableTarget(
             name: "chat",
             dependencies: [
-                "ChatCore", "ChatConfig", "ChatClient",
+                "ChatCore", "ChatConfig", "ChatSystem", "ChatClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

@@ -2,18 +2,21 @@
 //
 // A path the user named must exist; the default path may be absent, which
 // means built-in defaults, so a fresh install runs without any file.
-
-import ChatSystem
+//
+// The caller passes the function that reads the file (ChatSystem's
+// `FileSystem.readFile(atPath:)` in the executables), so that ChatConfig
+// stays text in, settings out and never makes a system call itself.
 
 extension Config {
     public static let defaultPath = "/etc/chatd/chatd.toml"
 
     /// Reads and checks the config at `path`, or at the default path when nil.
-    public static func load(path: String?) throws(ConfigError) -> Config {
+    /// `read` returns a file's bytes, or nil when it does not exist.
+    public static func load(path: String?, read: (String) throws -> [UInt8]?) throws(ConfigError) -> Config {
         let file = path ?? defaultPath
         let bytes: [UInt8]?
         do {
-            bytes = try FileSystem.readFile(atPath: file)
+            bytes = try read(file)
         } catch {
             throw ConfigError(path: file, line: nil, key: nil, problem: "cannot read: \(error)")
         }

@@ -26,9 +26,11 @@ extension Config {
         ("log", ["level", "target"]),
     ]
 
-    static let portRange = 1...65535
-    static let timeoutMillisecondsRange = 1...600_000
-    static let maxAttemptsRange = 1...100
+    // Public because chat's --port, --timeout-ms and --attempts override these
+    // keys and must accept exactly what the file would.
+    public static let portRange = 1...65535
+    public static let timeoutMillisecondsRange = 1...600_000
+    public static let maxAttemptsRange = 1...100
     static let backoffRange = 1.0...10.0
     static let snapshotIntervalSecondsRange = 1...86_400
     static let maxUsersRange = 1...100_000_000

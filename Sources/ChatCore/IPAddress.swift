@@ -38,13 +38,21 @@ public enum IPAddress: Hashable, Sendable {
         return ipv6(high: high, low: low)
     }
 
+    /// The IPv6 form as two halves in host byte order, IPv4 as
+    /// `::ffff:a.b.c.d`: the one 128-bit key for an address, so an IPv4
+    /// client and its mapped form can never be keyed apart. The rate limiter
+    /// and the registry compute it for every datagram, so it stays a plain
+    /// switch.
+    public var ipv6Halves: (high: UInt64, low: UInt64) {
+        switch self {
+        case .v4(let v4): (0, 0xffff_0000_0000 | UInt64(v4))
+        case .v6(let high, let low): (high, low)
+        }
+    }
+
     /// The 16 network-order bytes of the IPv6 form (IPv4 as `::ffff:a.b.c.d`).
     public var ipv6Bytes: [UInt8] {
-        let (high, low): (UInt64, UInt64) =
-            switch self {
-            case .v4(let v4): (0, 0xffff_0000_0000 | UInt64(v4))
-            case .v6(let high, let low): (high, low)
-            }
+        let (high, low) = ipv6Halves
         return (0..<8).map { UInt8(truncatingIfNeeded: high >> (56 - 8 * $0)) }
             + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * $0)) }
     }

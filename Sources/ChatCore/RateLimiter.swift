@@ -51,11 +51,7 @@ public struct RateLimiter: Sendable {
     /// Takes a token for a datagram from `address`; false means drop it.
     public mutating func allow(_ address: IPAddress, now: Instant) -> Bool {
         guard rate > 0 else { return true }
-        let (high, low): (UInt64, UInt64) =
-            switch address {
-            case .v4(let v4): (0, 0xffff_0000_0000 | UInt64(v4))
-            case .v6(let high, let low): (high, low)
-            }
+        let (high, low) = address.ipv6Halves
         let hash = Self.hash(high, low, seed: seed)
         let (rate, burst) = (self.rate, self.burst)
         var position = current.position(high, low, hash: hash)

@@ -5,11 +5,13 @@
 //   - an IP address holds at most one username;
 //   - a username, compared case-insensitively, is held by at most one address;
 //   - the count never grows past `maxUsers` through `introduce` (a snapshot
-//     larger than the limit still loads in full: data is never dropped).
+//     larger than the limit still loads in full, and `restore` replays the
+//     journal past it: data is never dropped).
 //
 // Storage, shaped by the numbers a million users imply:
 //   - `records`: one 48-byte plain record per user (address as 128 bits, name
-//     as up to 32 bytes), in registration order, in chunks of 4096. Plain
+//     as up to 32 bytes), in chunks of 4096, in registration order except
+//     where a removal moved the last record into the hole it left. Plain
 //     data copies as memory, and chunks are separate copy-on-write arrays, so
 //     a snapshot can take `records` to another thread and the loop's next
 //     change copies only the one chunk it touches.
@@ -18,9 +20,11 @@
 //     Keys live in the records, so each table costs 4 bytes a slot.
 // About 64 bytes a user in all, against ~160 for two Dictionaries. Hashing
 // uses the standard library's per-process random seed, so nobody can choose
-// addresses or names that collide on purpose. Users are never removed (the
-// protocol has no way to leave) except to undo a registration that could not
-// be made durable; deletion shifts entries back, so no tombstones are needed.
+// addresses or names that collide on purpose. The protocol has no way to
+// leave, so a user is removed only to undo a registration that could not be
+// made durable, or when journal replay (`restore`) gives its name to another
+// address. Deleting from a table shifts later entries back, so no tombstones
+// are needed.
 
 public struct Registry: Sendable {
     /// New addresses are refused once this many are registered. Changing it
@@ -54,7 +58,7 @@ public struct Registry: Sendable {
     public var isEmpty: Bool { records.count == 0 }
 
     public func username(for address: IPAddress) -> Username? {
-        let key = Record.key(address)
+        let key = address.ipv6Halves
         return findAddress(key, hash: Record.hash(key)).map { records[$0].username }
     }
 
@@ -64,7 +68,7 @@ public struct Registry: Sendable {
 
     /// Applies the INTRODUCE rules for `name` arriving from `address`.
     public mutating func introduce(_ name: Username, from address: IPAddress) -> Outcome {
-        let key = Record.key(address)
+        let key = address.ipv6Halves
         let nameHash = Record.hash(name: name)
         if let holder = findName(name, hash: nameHash) {
             guard records[holder].matches(key) else { return .taken }
@@ -91,7 +95,7 @@ public struct Registry: Sendable {
     /// Another address holding the name loses it, and its registration: in a
     /// correct history that address takes the name later in the same replay.
     public mutating func restore(_ name: Username, at address: IPAddress) {
-        if let holder = findName(name, hash: Record.hash(name: name)), !records[holder].matches(Record.key(address)) {
+        if let holder = findName(name, hash: Record.hash(name: name)), !records[holder].matches(address.ipv6Halves) {
             remove(records[holder].address)
         }
         let limit = maxUsers
@@ -100,12 +104,13 @@ public struct Registry: Sendable {
         maxUsers = limit
     }
 
-    /// Removes the registration of `address`, for undoing a registration that
-    /// could not be made durable. The last record moves into the hole, so
-    /// registration order is kept except for that one record.
+    /// Removes the registration of `address`: to undo a registration that
+    /// could not be made durable, and in `restore`, when another address
+    /// takes the name. The last record moves into the hole, so registration
+    /// order is kept except for that one record.
     @discardableResult
     public mutating func remove(_ address: IPAddress) -> Bool {
-        let key = Record.key(address)
+        let key = address.ipv6Halves
         let addressHash = Record.hash(key)
         guard let index = findAddress(key, hash: addressHash) else { return false }
         byAddress.remove(index, hash: addressHash) { records[$0].addressHash }
@@ -121,7 +126,8 @@ public struct Registry: Sendable {
         return true
     }
 
-    /// Every registration, in registration order.
+    /// Every registration, in registration order except where `remove`
+    /// moved the last record into a hole.
     public var entries: some Collection<(address: IPAddress, username: Username)> {
         records.lazy.map { (address: $0.address, username: $0.username) }
     }
@@ -135,7 +141,7 @@ public struct Registry: Sendable {
 
     // MARK: - Tables
 
-    private func findAddress(_ key: (UInt64, UInt64), hash: Int) -> Int? {
+    private func findAddress(_ key: (high: UInt64, low: UInt64), hash: Int) -> Int? {
         byAddress.find(hash: hash) { records[$0].matches(key) }
     }
 
@@ -186,7 +192,7 @@ extension Registry {
 
     /// Adds one saved registration (for loaders that stream the file).
     public mutating func add(_ name: Username, at address: IPAddress, index: Int) throws(ConflictError) {
-        let key = Record.key(address)
+        let key = address.ipv6Halves
         let addressHash = Record.hash(key)
         let nameHash = Record.hash(name: name)
         guard findAddress(key, hash: addressHash) == nil else { throw .duplicateAddress(address, index: index) }
@@ -200,25 +206,22 @@ extension Registry {
 extension Registry {
     /// One registration as plain data: 48 bytes, no references.
     public struct Record: Sendable {
-        /// The address as 128 bits; IPv4 as ::ffff:a.b.c.d.
+        /// The address's `ipv6Halves`.
         var high: UInt64
         var low: UInt64
         /// The name's bytes, zero-padded (names never contain NUL).
         var name: (UInt64, UInt64, UInt64, UInt64)
 
-        init(key: (UInt64, UInt64), name: Username) {
-            high = key.0
-            low = key.1
+        init(key: (high: UInt64, low: UInt64), name: Username) {
+            high = key.high
+            low = key.low
             self.name = (0, 0, 0, 0)
             setName(name)
         }
 
-        static func key(_ address: IPAddress) -> (UInt64, UInt64) {
-            switch address {
-            case .v4(let v4): (0, 0xffff_0000_0000 | UInt64(v4))
-            case .v6(let high, let low): (high, low)
-            }
-        }
+        // Only CommitQueue still calls this; it can go once that calls
+        // `ipv6Halves` itself.
+        static func key(_ address: IPAddress) -> (high: UInt64, low: UInt64) { address.ipv6Halves }
 
         public var address: IPAddress { .ipv6(high: high, low: low) }
 
@@ -242,7 +245,7 @@ extension Registry {
             }
         }
 
-        func matches(_ key: (UInt64, UInt64)) -> Bool { high == key.0 && low == key.1 }
+        func matches(_ key: (high: UInt64, low: UInt64)) -> Bool { high == key.high && low == key.low }
 
         /// Case-insensitive comparison with `other`, without making a String.
         func nameMatches(_ other: Username) -> Bool {
@@ -255,14 +258,14 @@ extension Registry {
             }
         }
 
-        var addressHash: Int { Self.hash((high, low)) }
+        var addressHash: Int { Self.hash((high: high, low: low)) }
 
         var nameHash: Int { withNameBytes { Self.hash(foldedBytes: $0) } }
 
-        static func hash(_ key: (UInt64, UInt64)) -> Int {
+        static func hash(_ key: (high: UInt64, low: UInt64)) -> Int {
             var hasher = Hasher()
-            hasher.combine(key.0)
-            hasher.combine(key.1)
+            hasher.combine(key.high)
+            hasher.combine(key.low)
             return hasher.finalize()
         }
 

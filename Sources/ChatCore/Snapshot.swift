@@ -5,7 +5,8 @@
 //     {"ip": "2001:db8::1", "username": "bob"}
 //     ]}
 //
-// One user per line, in registration order, so that `grep`, `wc -l` and
+// One user per line, in the registry's order (registration order, except
+// where a removal moved the last record), so that `grep`, `wc -l` and
 // `diff` work on it. Addresses are in their usual text form (dotted IPv4,
 // RFC 5952 IPv6). Neither addresses nor usernames contain characters JSON
 // must escape, so the writer copies them as they are.

@@ -17,7 +17,7 @@
 // from libFuzzer is examined without the sanitizers.
 
 import ChatFuzzHarness
-import Glibc  // exit() and the C argument vector for libFuzzer
+import ChatSystem
 
 /// The registry persists across inputs, as in chatd; libFuzzer calls from one thread.
 nonisolated(unsafe) private var harness = FuzzHarness()
@@ -46,7 +46,7 @@ enum ChatFuzz {
     static func main() {
         var argc = CommandLine.argc
         var argv = CommandLine.unsafeArgv
-        exit(runDriver(&argc, &argv, fuzz))
+        Posix.exit(runDriver(&argc, &argv, fuzz))
     }
 }
 #else
@@ -57,7 +57,7 @@ enum ChatFuzz {
         let paths = CommandLine.arguments.dropFirst()
         guard !paths.isEmpty else {
             printError("usage: ChatFuzz FILE|FOLDER... (built without libFuzzer: replays inputs through the checks)")
-            exit(64)
+            Posix.exit(64)
         }
         for path in paths {
             replay.run(path)

@@ -5,7 +5,6 @@
 
 import ChatFuzzHarness
 import ChatSystem
-import Glibc  // exit() only
 
 struct Replay {
     private var harness = FuzzHarness()
@@ -55,5 +54,5 @@ func printError(_ message: String) {
 
 func fatal(_ message: String) -> Never {
     printError("ChatFuzz: " + message)
-    exit(1)
+    Posix.exit(1)
 }

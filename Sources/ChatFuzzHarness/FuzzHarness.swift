@@ -40,7 +40,7 @@
 // well-formed request is answered by at most 31/16 of its size (CONNECT
 // answered with a name aside), and the registry holds exactly the model's
 // registrations: one name per address, one address per name regardless of
-// case, in registration order, found by `username(for:)` and `holder(of:)`,
+// case, in the same order, found by `username(for:)` and `holder(of:)`,
 // never more than max_users unless a snapshot or a reload put it there.
 // Whenever the registry changes (in a script: at its end) it must also
 // round-trip through a snapshot, and its registrations written as a journal

@@ -7,8 +7,7 @@
 // append leaves no partial line behind; the caller undoes the change it
 // tried to record (should that cut fail too, `length` still ends at the
 // last good append, for the caller to cut to). A new file's folder entry is
-// synced once at creation, or
-// the file itself could vanish in a crash.
+// synced once at creation, or the file itself could vanish in a crash.
 
 import Glibc
 

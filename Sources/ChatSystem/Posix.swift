@@ -244,4 +244,10 @@ public enum Posix {
     public static func processID() -> Int32 {
         getpid()
     }
+
+    /// Ends the process with `status`. exit(3), not _exit(2), so that what
+    /// `print` left in stdout's buffer is still written.
+    public static func exit(_ status: Int32) -> Never {
+        Glibc.exit(status)
+    }
 }

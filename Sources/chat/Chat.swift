@@ -81,9 +81,16 @@ struct ClientOptions: ParsableArguments {
     var attempts: Int?
 
     func validate() throws {
-        if let port, !(1...65535).contains(port) { throw ValidationError("--port must be from 1 to 65535") }
-        if let timeoutMs, !(1...600_000).contains(timeoutMs) { throw ValidationError("--timeout-ms must be from 1 to 600000") }
-        if let attempts, !(1...100).contains(attempts) { throw ValidationError("--attempts must be from 1 to 100") }
+        func bounds(_ range: ClosedRange<Int>) -> String { "from \(range.lowerBound) to \(range.upperBound)" }
+        if let port, !Config.portRange.contains(port) {
+            throw ValidationError("--port must be \(bounds(Config.portRange))")
+        }
+        if let timeoutMs, !Config.timeoutMillisecondsRange.contains(timeoutMs) {
+            throw ValidationError("--timeout-ms must be \(bounds(Config.timeoutMillisecondsRange))")
+        }
+        if let attempts, !Config.maxAttemptsRange.contains(attempts) {
+            throw ValidationError("--attempts must be \(bounds(Config.maxAttemptsRange))")
+        }
         if let bind, IPAddress(bind) == nil { throw ValidationError("--bind must be an IP address such as 127.0.0.2 or ::1") }
         if let server, server.isEmpty || server.contains(" ") { throw ValidationError("--server must be an address or host name") }
     }
@@ -92,7 +99,7 @@ struct ClientOptions: ParsableArguments {
     func run(_ goal: HandshakeGoal) throws -> Never {
         let file: Config
         do {
-            file = try Config.load(path: config)
+            file = try Config.load(path: config, read: FileSystem.readFile(atPath:))
         } catch {
             finish(.configError, "\(error)")
         }

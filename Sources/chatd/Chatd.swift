@@ -81,7 +81,7 @@ struct Chatd: ParsableCommand {
 
         let settings: Config
         do {
-            settings = try Config.load(path: config)
+            settings = try Config.load(path: config, read: FileSystem.readFile(atPath:))
         } catch {
             fail("\(error)")
         }
@@ -168,7 +168,8 @@ struct Chatd: ParsableCommand {
         let server = try orExit("cannot start the event loop") {
             try Server(
                 settings: serverSettings, registry: registry, sockets: sockets, origin: origin, signals: signals,
-                journal: journal, logger: logger, reloadConfig: { try Config.load(path: configPath) })
+                journal: journal, logger: logger,
+                reloadConfig: { try Config.load(path: configPath, read: FileSystem.readFile(atPath:)) })
         }
         logger.info("started", metadata: [
             "message.id": MessageID.started, "listen": "\(server.listening)", "users": "\(registry.count)",

@@ -274,3 +274,37 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         #expect(error.key == "server.port")
     }
 }
+
+/// `Config.load` takes its reader as an argument, so these need no files.
+@Suite struct LoadTests {
+    private struct Unreadable: Error, CustomStringConvertible {
+        var description: String { "open(/etc/chatd/chatd.toml): Permission denied (errno 13)" }
+    }
+
+    @Test func absentDefaultFileGivesDefaults() throws {
+        var asked: [String] = []
+        let config = try Config.load(path: nil) { asked.append($0); return nil }
+        #expect(config == Config.defaults)
+        #expect(asked == [Config.defaultPath])
+    }
+
+    @Test func namedFileIsRead() throws {
+        let config = try Config.load(path: "/tmp/chatd.toml") { _ in Array("[server]\nport = 9000\n".utf8) }
+        #expect(config == defaults { $0.server.port = 9000 })
+    }
+
+    @Test func absentNamedFileIsAnError() throws {
+        let error = try #require(throws: ConfigError.self) { try Config.load(path: "/tmp/none.toml") { _ in nil } }
+        #expect(error.description == "/tmp/none.toml: no such file")
+    }
+
+    @Test func readFailureIsAnError() throws {
+        let error = try #require(throws: ConfigError.self) { try Config.load(path: nil) { _ in throw Unreadable() } }
+        #expect(error.description == "\(path): cannot read: open(/etc/chatd/chatd.toml): Permission denied (errno 13)")
+    }
+
+    @Test func bytesThatAreNotUTF8AreAnError() throws {
+        let error = try #require(throws: ConfigError.self) { try Config.load(path: path) { _ in [0xff, 0xfe] } }
+        #expect(error.description == "\(path): not UTF-8 text")
+    }
+}

@@ -68,6 +68,8 @@ import Testing
         let v4 = IPAddress("10.0.0.7")!
         #expect(v4.ipv6Bytes == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 7])
         #expect(IPAddress.ipv6(bytes: v4.ipv6Bytes) == v4)
+        // The registry and the rate limiter key by these halves.
+        #expect(v4.ipv6Halves.high == 0 && v4.ipv6Halves.low == 0xffff_0a00_0007)
     }
 
     @Test func endpointsPrintWithBracketsForIPv6() {

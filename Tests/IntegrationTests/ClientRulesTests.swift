@@ -147,8 +147,17 @@ struct ClientRulesTests {
     }
 
     @Test func badUsageExits64() throws {
-        let result = try runProgram(Binaries.chat, ["join", "alice", "--port", "70000"])
-        #expect(result.status == 64)
+        // The bounds are the config file's, so a flag accepts what the key would.
+        let flags = [
+            (["--port", "70000"], "--port must be from 1 to 65535"),
+            (["--timeout-ms", "0"], "--timeout-ms must be from 1 to 600000"),
+            (["--attempts", "101"], "--attempts must be from 1 to 100"),
+        ]
+        for (arguments, message) in flags {
+            let result = try runProgram(Binaries.chat, ["join", "alice"] + arguments)
+            #expect(result.status == 64)
+            #expect(result.stderr.contains(message))
+        }
         let noCommand = try runProgram(Binaries.chat, ["frobnicate"])
         #expect(noCommand.status == 64)
     }

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 // recvmmsg and sendmmsg are GNU extensions that Swift's Glibc module, built
-// without _GNU_SOURCE, does not declare. The struct below has the kernel's
-// layout of struct mmsghdr, and the calls go straight to the system calls.
+// without _GNU_SOURCE, does not declare. The struct below copies the layout
+// of struct mmsghdr, which the kernel reads and writes, and the calls go
+// straight to the system calls. layout_checks.c fails the build if the copy
+// ever stops matching.
 struct chatd_mmsghdr {
     struct msghdr msg_hdr;
     unsigned int msg_len;
