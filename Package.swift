@@ -2,10 +2,13 @@
 import PackageDescription
 
 // Layers, each depending only on those above it:
-//   ChatCore    pure protocol logic: codec, usernames, registry, handlers, snapshots
+//   ChatCore    pure protocol logic, no I/O: codec, usernames, registry, snapshot and
+//               journal formats, the client's handshake machine, and ChatService, the
+//               server's one state machine (every decision chatd makes is made there)
 //   ChatConfig  the TOML config file, parsed and checked (pure: text in, settings out)
-//   ChatSystem  every syscall: sockets, epoll, timerfd, signalfd, files, stderr logging
-//   ChatServer  chatd's event loop: ChatCore's handler driven by ChatSystem's I/O
+//   ChatSystem  every syscall: sockets, epoll, signalfd, files, threads, systemd, logging
+//   ChatServer  chatd's shell: one epoll loop moving datagrams, time and storage
+//               outcomes between ChatSystem and ChatCore's ChatService
 //   ChatClient  the client library: ChatCore's handshake machine driven by a UDP socket
 //   chatd, chat thin executables: arguments, config, wiring
 //   chatd-bench a load generator and benchmark driver (`make bench`)

@@ -62,8 +62,8 @@ public struct CommitQueue<Reply> {
     public var confirmedNames: [IPAddress: Username?] {
         var names: [IPAddress: Username?] = [:]
         for undo in [inFlight, queued].compactMap({ $0 }).flatMap(\.undo) {
-            let key = Registry.Record.key(undo.address)
-            let address = IPAddress.ipv6(high: key.0, low: key.1)  // as the records spell it
+            let key = undo.address.ipv6Halves
+            let address = IPAddress.ipv6(high: key.high, low: key.low)  // as the records spell it
             if names.index(forKey: address) == nil { names[address] = undo.previous }
         }
         return names

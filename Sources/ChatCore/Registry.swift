@@ -219,10 +219,6 @@ extension Registry {
             setName(name)
         }
 
-        // Only CommitQueue still calls this; it can go once that calls
-        // `ipv6Halves` itself.
-        static func key(_ address: IPAddress) -> (high: UInt64, low: UInt64) { address.ipv6Halves }
-
         public var address: IPAddress { .ipv6(high: high, low: low) }
 
         public var username: Username {
