@@ -69,7 +69,8 @@ extension Server {
         logger.info("stopping", metadata: [
             "message.id": MessageID.stopping, "users": "\(service.registry.count)",
             "datagrams.received": "\(counters.received)", "datagrams.dropped": "\(counters.dropped)",
-            "datagrams.malformed": "\(counters.malformed)", "send.errors": "\(statistics.sendErrors)",
+            "datagrams.malformed": "\(counters.malformed)", "datagrams.sent": "\(statistics.sent)",
+            "send.errors": "\(statistics.sendErrors)",
             "datagrams.rate_limited": "\(counters.rateLimited)",
             "datagrams.unanswered_amplification": "\(counters.amplificationDropped)",
         ])

@@ -55,6 +55,15 @@ private struct Harness {
         return all
     }
 
+    /// alice registers and her journal line is synced: the journal holds 60 bytes past its header.
+    mutating func registerAlice() {
+        _ = send("CHAT/1 20 INTRODUCE alice")
+        _ = work()
+        service.committed(journalLength: header + 60)
+        _ = transmits()
+        _ = events()
+    }
+
     // Read through these, so that a failed expectation does not print the whole service.
     var isSettled: Bool { service.isSettled }
     var awaitsJournal: Bool { service.awaitsJournal }
@@ -234,9 +243,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         shell.advance(.seconds(30))
         #expect(shell.work().isEmpty, "nothing changed")
         #expect(shell.service.nextTimeout() == start + .seconds(60))
-        _ = shell.send("CHAT/1 20 INTRODUCE alice")
-        _ = shell.work()
-        shell.service.committed(journalLength: header + 60)
+        shell.registerAlice()
         shell.advance(.seconds(29))
         #expect(shell.work().isEmpty, "not yet")
         shell.advance(.seconds(1))
@@ -245,9 +252,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
 
     @Test func aWrittenSnapshotCompactsExactlyTheJournalItCovers() {
         var shell = Harness()
-        _ = shell.send("CHAT/1 20 INTRODUCE alice")
-        _ = shell.work()
-        shell.service.committed(journalLength: header + 60)
+        shell.registerAlice()
         shell.advance(.seconds(30))
         #expect(snapshotJob(shell.work()) != nil)
         // A change synced while the snapshot is written is not covered by it.
@@ -267,9 +272,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
 
     @Test func noSnapshotStartsWhileACompactionIsPending() {
         var shell = Harness()
-        _ = shell.send("CHAT/1 20 INTRODUCE alice")
-        _ = shell.work()
-        shell.service.committed(journalLength: header + 60)
+        shell.registerAlice()
         shell.advance(.seconds(30))
         _ = shell.work()
         shell.service.snapshotWritten(report)
@@ -286,9 +289,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
 
     @Test func aSnapshotTakenDuringASyncHoldsThePendingChangeAsOnDisk() {
         var shell = Harness()
-        _ = shell.send("CHAT/1 20 INTRODUCE alice")
-        _ = shell.work()
-        shell.service.committed(journalLength: header + 60)
+        shell.registerAlice()
         _ = shell.send("CHAT/1 21 INTRODUCE alicia")  // in flight when the snapshot starts
         _ = shell.send("CHAT/1 22 INTRODUCE bob", from: bob)
         _ = shell.work()
@@ -323,9 +324,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
 
     @Test func aFailedSnapshotKeepsTheJournalAndIsRetriedAtTheNextInterval() {
         var shell = Harness()
-        _ = shell.send("CHAT/1 20 INTRODUCE alice")
-        _ = shell.work()
-        shell.service.committed(journalLength: header + 60)
+        shell.registerAlice()
         shell.advance(.seconds(30))
         _ = shell.work()
         _ = shell.events()
