@@ -1,7 +1,8 @@
 // The checks behind the libFuzzer target `ChatFuzz` and the corpus replay
 // tests (Tests/ChatFuzzTests): one fuzz input in, every rule of the codec,
 // the request handler, the registry, the snapshot format and the journal
-// checked, and a `FuzzFailure` naming the first broken rule out.
+// checked, ChatService's crash-safety rules too, and a `FuzzFailure` naming
+// the first broken rule out.
 //
 // An input is read by its first byte:
 //
@@ -24,6 +25,10 @@
 //              what the model gets by applying the whole records before the
 //              first bad line as facts (Model.restore), and does not change
 //              when the same journal is replayed again.
+//   0x02       a run of ChatService against a simulated disk, two bytes a
+//              step (ServiceSimulation.swift): after every step, the snapshot
+//              and journal on that disk must replay to exactly the
+//              registrations clients were told of.
 //   otherwise  one datagram from the address that byte picks, handled against
 //              the registry the harness keeps across inputs (max_users 64,
 //              started afresh every 4096 such inputs), so that the fuzzer can
@@ -63,6 +68,7 @@ public struct FuzzStatistics: Sendable {
     public var removals = 0
     public var journalsReplayed = 0
     public var journalsRefused = 0
+    public var serviceSimulations = 0
 }
 
 public struct FuzzHarness {
@@ -95,6 +101,10 @@ public struct FuzzHarness {
             try runScript(UnsafeRawBufferPointer(rebasing: input.dropFirst()))
         case 1:
             try replayJournal(Array(input.dropFirst()))
+        case 2:
+            statistics.serviceSimulations += 1
+            var simulation = ServiceSimulation()
+            try simulation.run(UnsafeRawBufferPointer(rebasing: input.dropFirst()))
         default:
             inputsSinceReset += 1
             if inputsSinceReset > Self.resetInterval { reset(maxUsers: Self.maxUsers) }

@@ -68,6 +68,7 @@ private func read(_ url: URL) throws -> [UInt8] {
         #expect(statistics.removals > 0)
         #expect(statistics.journalsReplayed > 0)
         #expect(statistics.journalsRefused > 0)
+        #expect(statistics.serviceSimulations > 0)
     }
 }
 

@@ -1,0 +1,151 @@
+// ChatService against a simulated disk: datagrams, time, and the outcomes
+// of storage in whatever order and with whatever failures the steps choose.
+// After every step, what a crash would bring back (the snapshot on disk,
+// then the journal on disk replayed onto it) must hold exactly the
+// registrations that clients were told of (`registered` and `renamed`
+// events, applied as facts). That is the point of the crash-safety rules in
+// ChatService's theory comment: compacting more than a snapshot covers,
+// starting a snapshot while a compaction is pending, or a snapshot that
+// keeps a change whose sync then fails each break it. The simulation also
+// checks the storage protocol itself: one journal group, one snapshot and
+// one compaction in flight at most, and no snapshot beside a compaction.
+//
+// A step is two bytes: what happens, and a byte that picks the details.
+//
+//   op % 10  0-4  a datagram: CONNECT (detail % 4 == 0) or INTRODUCE
+//                 n<detail / 4 % 14>, from 10.0.0.<op / 10 % 10>
+//            5    time passes (0 to 3 s) and the service's deadlines fire
+//            6    the journal group in flight is synced, or fails (detail % 4 == 0)
+//            7    the snapshot in flight is written, or fails
+//            8, 9 the compaction in flight is done, or fails
+
+import ChatCore
+
+public struct ServiceSimulation {
+    private var service: ChatService
+    private var now = Instant(nanoseconds: 0)
+    private var step = 0
+    private var reply: [UInt8] = []
+    /// What clients were told: the confirmed registrations, applied as facts.
+    private var confirmed = Registry(maxUsers: 1000)
+
+    // The disk, as the shell would leave it, and the work handed to it.
+    private var journal = Journal.header
+    private var snapshot: [UInt8]?
+    private var pendingCommit: [UInt8]?
+    private var pendingSnapshot: ChatService.SnapshotJob?
+    private var pendingCompaction: Int?
+
+    public init(seed: UInt64 = 0) {
+        service = ChatService(
+            configuration: .init(
+                maxUsers: 12, ratePerIP: 0, burstPerIP: 1, journaling: true, snapshotInterval: .seconds(5)),
+            registry: Registry(maxUsers: 12), journalLength: Journal.header.count, now: now, seed: seed)
+    }
+
+    /// Runs a whole input: its bytes taken two at a time as steps.
+    public mutating func run(_ steps: some Collection<UInt8>) throws(FuzzFailure) {
+        var bytes = steps.makeIterator()
+        while let op = bytes.next() {
+            try self.step(op, bytes.next() ?? 0)
+        }
+    }
+
+    public mutating func step(_ op: UInt8, _ detail: UInt8) throws(FuzzFailure) {
+        step += 1
+        let fails = detail % 4 == 0
+        switch op % 10 {
+        case 0...4:
+            let source = Endpoint(.v4(0x0a00_0000 + UInt32(op / 10 % 10)), port: 1)
+            let text =
+                detail % 4 == 0 ? "CHAT/1 \(step) CONNECT" : "CHAT/1 \(step) INTRODUCE n\(detail / 4 % 14)"
+            _ = Array(text.utf8).withUnsafeBytes {
+                service.handle(datagram: $0, from: source, socket: 0, now: now, reply: &reply)
+            }
+        case 5:
+            now = now + .seconds(Int64(detail % 4))
+            service.handleTimeout(now: now)
+        case 6:
+            guard let lines = pendingCommit.take() else { break }
+            if fails {
+                service.commitFailed(error: "EIO", journalLength: journal.count)
+            } else {
+                journal += lines
+                service.committed(journalLength: journal.count)
+            }
+        case 7:
+            guard let job = pendingSnapshot.take() else { break }
+            if fails {
+                service.snapshotFailed(error: "ENOSPC")
+            } else {
+                snapshot = Snapshot.encode(job.records, savedAt: 0, replacing: job.replacing)
+                service.snapshotWritten(.init(savedAt: 0, bytes: 0, duration: .zero))
+            }
+        default:
+            guard let count = pendingCompaction.take() else { break }
+            if fails {
+                service.compactionFailed(error: "EIO")
+            } else {
+                // As JournalWriter compacts: the header, then what the snapshot does not cover.
+                journal = Journal.header + journal[count...]
+                service.compacted(journalLength: journal.count)
+            }
+        }
+        try collectOutputs()
+        try checkRecovery()
+    }
+
+    private mutating func collectOutputs() throws(FuzzFailure) {
+        while let work = service.pollStorageWork() {
+            switch work {
+            case .commit(let lines):
+                guard pendingCommit == nil else { throw failure("a second journal group while one is in flight") }
+                pendingCommit = lines
+            case .writeSnapshot(let job):
+                guard pendingSnapshot == nil, pendingCompaction == nil else {
+                    throw failure("a snapshot while another or a compaction is in flight")
+                }
+                pendingSnapshot = job
+            case .compact(let count):
+                guard pendingCompaction == nil, pendingSnapshot == nil,
+                    count > Journal.header.count, count <= journal.count
+                else { throw failure("compaction of \(count) bytes of a \(journal.count)-byte journal") }
+                pendingCompaction = count
+            }
+        }
+        while let event = service.pollEvent() {
+            switch event {
+            case .registered(let name, let client, _), .renamed(_, let name, let client, _):
+                confirmed.restore(name, at: client.address)
+            default: break
+            }
+        }
+        while service.pollTransmit() != nil {}
+    }
+
+    /// What a crash now would bring back must be what clients were told.
+    private func checkRecovery() throws(FuzzFailure) {
+        var recovered = Registry(maxUsers: 1000)
+        do {
+            if let snapshot { recovered = try Snapshot.load(snapshot, maxUsers: 1000) }
+            _ = try Journal.replay(journal, into: &recovered)
+        } catch {
+            throw failure("the files on disk do not load: \(error)")
+        }
+        guard Self.names(recovered) == Self.names(confirmed) else {
+            throw failure(
+                "a crash now would bring back \(Self.names(recovered).sorted { $0.key.description < $1.key.description }), "
+                    + "clients were told \(Self.names(confirmed).sorted { $0.key.description < $1.key.description })")
+        }
+    }
+
+    private static func names(_ registry: Registry) -> [IPAddress: String] {
+        var all: [IPAddress: String] = [:]
+        for entry in registry.entries { all[entry.address] = entry.username.text }
+        return all
+    }
+
+    private func failure(_ what: String) -> FuzzFailure {
+        FuzzFailure(description: "service simulation, step \(step): \(what)")
+    }
+}
