@@ -34,9 +34,12 @@
 // other reply to that address, since it reflects the unconfirmed change. If
 // the sync fails every pending change is undone; a held INTRODUCE is then
 // answered UNAVAILABLE (its answer was decided on state that did not last),
-// a held CONNECT is answered afresh from the registry, which it only reads,
+// a held CONNECT is answered afresh from the registry (it only reads it),
 // and any other held reply (MALFORMED and the like) goes out as it was.
-// Nothing is ever answered by running a request a second time.
+// No request that changes anything is ever run a second time.
+//
+// Deadlines live in a TimerQueue: today the snapshot interval; the chat's
+// retransmissions next, which is why it cancels lazily.
 //
 // Snapshots and the journal: the crash-safety rules
 // --------------------------------------------------
@@ -45,9 +48,10 @@
 //    on in the file.
 // 2. A snapshot covers the journal bytes on disk when it was taken; once
 //    it is written those bytes, and only those, may be compacted away.
-// 3. No snapshot starts while a compaction is queued or running, nor while
-//    another is being written: the length it would cover would count bytes
-//    of a file that is about to change.
+// 3. No snapshot starts while a compaction is queued or running (the length
+//    it would cover would count bytes of a file that is about to change),
+//    nor while another snapshot is being written (two writers would race on
+//    the file).
 // 4. A failed snapshot marks the registry dirty again and keeps the journal
 //    whole; a failed compaction only leaves lines the snapshot covers too,
 //    which replay applies again harmlessly (Journal.swift).
