@@ -39,8 +39,9 @@ public struct RateLimiter: Sendable {
         while size < capacity { size *= 2 }
         self.capacity = size
         self.seed = seed
-        // A generation holds capacity / 2 addresses in twice as many slots.
-        current = Table(slots: size)
+        // Allocated at the first datagram it limits: with limiting off, or in
+        // a test that makes many services, 2 MiB of slots would go unused.
+        current = Table(slots: 0)
         previous = Table(slots: 0)
     }
 
@@ -54,6 +55,8 @@ public struct RateLimiter: Sendable {
         let (high, low) = address.ipv6Halves
         let hash = Self.hash(high, low, seed: seed)
         let (rate, burst) = (self.rate, self.burst)
+        // A generation holds capacity / 2 addresses in twice as many slots.
+        if current.slots.isEmpty { current = Table(slots: capacity) }
         var position = current.position(high, low, hash: hash)
         if current.slots[position].isUsed {
             // The common case, an address seen lately: updated in place.

@@ -90,12 +90,9 @@ func startProgram(_ url: URL, _ arguments: [String]) throws -> RunningProgram {
     try RunningProgram(url, arguments)
 }
 
-/// An empty config file, so tests never read the machine's /etc/chatd/chatd.toml.
-let emptyConfig: String = {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-test-empty-\(getpid()).toml").path
-    _ = FileManager.default.createFile(atPath: path, contents: Data())
-    return path
-}()
+/// An empty config file, so tests never read the machine's /etc/chatd/chatd.toml
+/// (and leave no file behind).
+let emptyConfig = "/dev/null"
 
 /// Runs the `chat` binary against a server on loopback, with short timeouts.
 func chat(_ arguments: [String], port: UInt16, server: String = "127.0.0.1", timeoutMs: Int = 200, attempts: Int = 4) throws -> ProcessResult {
