@@ -4,7 +4,7 @@ import PackageDescription
 // Layers, each depending only on those above it:
 //   ChatCore    pure protocol logic, no I/O: codec, usernames, registry, snapshot and
 //               journal formats, the client's handshake machine, and ChatService, the
-//               server's one state machine (every decision chatd makes is made there)
+//               server's one state machine (every protocol and storage decision)
 //   ChatConfig  the TOML config file, parsed and checked (pure: text in, settings out)
 //   ChatSystem  every syscall: sockets, epoll, signalfd, files, threads, systemd, logging
 //   ChatServer  chatd's shell: one epoll loop moving datagrams, time and storage

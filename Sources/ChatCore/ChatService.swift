@@ -32,10 +32,11 @@
 // change is applied at once, so the next request sees it, but its SUCCESS
 // waits in the CommitQueue until the journal line is synced, and so does any
 // other reply to that address, since it reflects the unconfirmed change. If
-// the sync fails every pending change is undone; a held INTRODUCE is then
-// answered UNAVAILABLE (its answer was decided on state that did not last),
-// a held CONNECT is answered afresh from the registry (it only reads it),
-// and any other held reply (MALFORMED and the like) goes out as it was.
+// the sync fails every pending change is undone; a held INTRODUCE whose
+// answer came from the registry (SUCCESS, TAKEN, SERVER_FULL) is then
+// answered UNAVAILABLE (it was decided on state that did not last), a held
+// CONNECT is answered afresh from the registry (it only reads it), and any
+// other held reply (MALFORMED, a name off the rule) goes out as it was.
 // No request that changes anything is ever run a second time.
 //
 // Deadlines live in a TimerQueue: today the snapshot interval; the chat's
@@ -211,6 +212,7 @@ public struct ChatService {
     ///   - journalLength: bytes of the journal on disk, its header included (0 without one).
     ///   - seed: random, for the rate limiter's hash.
     public init(configuration: Configuration, registry: Registry, journalLength: Int, now: Instant, seed: UInt64) {
+        precondition(configuration.snapshotInterval > .zero, "a snapshot interval must be positive")
         self.configuration = configuration
         self.registry = registry
         self.registry.maxUsers = configuration.maxUsers
@@ -256,10 +258,12 @@ public struct ChatService {
         var held = Held(
             transmit: fits ? Transmit(destination: source, socket: socket, bytes: reply) : nil,
             requestSize: datagram.count, ifSyncFails: .sendAsIs, event: nil)
-        switch parse {
-        case .request(.connect): held.ifSyncFails = .answerConnect(id: id)
-        case .request(.introduce): held.ifSyncFails = .refuse(id: id)
-        default: break
+        // What the answer was decided on: the registry as it will not stay,
+        // or only the request's own bytes.
+        switch result.event {
+        case .connected, .notFound: held.ifSyncFails = .answerConnect(id: id)
+        case .registered, .renamed, .reintroduced, .taken, .full: held.ifSyncFails = .refuse(id: id)
+        case .dropped, .malformed, .unsupportedVersion, .invalidUsername: break
         }
         if let change {
             held.event = Self.changeEvent(result.event, client: source, requestID: id)
@@ -455,16 +459,16 @@ public struct ChatService {
     /// Applies a new configuration. Whether to journal is fixed for the
     /// process's life: switching it needs a restart, and is ignored here.
     public mutating func reconfigure(_ new: Configuration, now: Instant) {
+        precondition(new.snapshotInterval > .zero, "a snapshot interval must be positive")
         if new.snapshotInterval != configuration.snapshotInterval {
             timers.schedule(.snapshot, at: now + new.snapshotInterval)
         }
         registry.maxUsers = new.maxUsers
         limiter.rate = new.ratePerIP
         limiter.burst = Double(new.burstPerIP)
-        configuration = Configuration(
-            maxUsers: new.maxUsers, ratePerIP: new.ratePerIP, burstPerIP: new.burstPerIP,
-            journaling: configuration.journaling, snapshotInterval: new.snapshotInterval,
-            reportsEveryRequest: new.reportsEveryRequest)
+        let journaling = configuration.journaling
+        configuration = new
+        configuration.journaling = journaling
     }
 
     /// No more periodic snapshots: the shell is stopping. Changes already

@@ -16,8 +16,8 @@
 //   commitSucceeded()  the group is on disk: its held replies go out
 //   commitFailed()     not on disk: every pending change, in flight or queued,
 //                      is undone in reverse order and every held reply is
-//                      returned for the caller to answer again (UNAVAILABLE
-//                      for the changes, a fresh answer for the rest)
+//                      returned for the caller to answer as the changes'
+//                      failure demands (ChatService.commitFailed)
 //
 // Changes received while a group is in flight queue for the next group, so
 // one sync serves everything that arrived during the previous one. Nothing

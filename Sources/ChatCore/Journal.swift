@@ -86,6 +86,10 @@ public enum Journal {
             case unknownRecordType(String)
             /// A whole, checksummed header of a version this chatd cannot read.
             case unsupportedVersion(Int)
+            /// Line 1 is damaged and line 2 is a version-2 record: the header
+            /// rotted. Deleting the line, as for other damage, would leave
+            /// every record unreadable; the header must be written back.
+            case damagedHeader
         }
 
         /// The first line that cannot be replayed, counting from 1 (the header is line 1).
@@ -103,6 +107,7 @@ public enum Journal {
                 "journal line \(line) is a record of unknown type \"\(type)\" (written by a newer chatd?)"
             case .unsupportedVersion(let version):
                 "journal line \(line) is the header of a version-\(version) journal, which this chatd cannot read"
+            case .damagedHeader: "journal line \(line), the header of a version-2 journal, is damaged"
             }
         }
     }
@@ -141,11 +146,22 @@ public enum Journal {
         {
             throw DamageError(line: 1, reason: .unsupportedVersion(version))
         }
-        var replay = try replayLines(bytes, from: 0, firstLine: 1, into: &registry) { line in
-            parseVersion1(line).map(Parsed.record) ?? .damaged
+        do throws(DamageError) {
+            var replay = try replayLines(bytes, from: 0, firstLine: 1, into: &registry) { line in
+                parseVersion1(line).map(Parsed.record) ?? .damaged
+            }
+            replay.version = replay.validLength > 0 ? 1 : nil
+            return replay
+        } catch where error == DamageError(line: 1) && secondLineIsVersion2Record(bytes) {
+            throw DamageError(line: 1, reason: .damagedHeader)
         }
-        replay.version = replay.validLength > 0 ? 1 : nil
-        return replay
+    }
+
+    private static func secondLineIsVersion2Record(_ bytes: [UInt8]) -> Bool {
+        guard let first = bytes.firstIndex(of: 0x0a) else { return false }
+        let rest = bytes[(first + 1)...]
+        guard let end = rest.firstIndex(of: 0x0a) else { return false }
+        return parse(rest[..<end]) != nil
     }
 
     /// A line as replay sees it.

@@ -84,9 +84,6 @@ public final class JournalWriter: Sendable {
     public struct Recovery: Sendable {
         /// Changes replayed onto the snapshot.
         public var lines = 0
-        /// The journal's format (Journal.Replay.version): nil if there was
-        /// no journal or it held no whole line.
-        public var version: Int?
         /// Bytes of a torn last line that were cut off (a crash during an append).
         public var droppedBytes = 0
         /// With durability "periodic": a journal was there (left by "sync"),
@@ -111,11 +108,12 @@ public final class JournalWriter: Sendable {
         at path: String, into registry: inout Registry, durability: Durability, snapshotPath: String
     ) throws -> (JournalWriter?, Recovery) {
         var recovery = Recovery()
+        var version: Int?
         let bytes = try FileSystem.readFile(atPath: path)
         if let bytes {
             let replay = try Journal.replay(bytes, into: &registry)
             recovery.lines = replay.lines
-            recovery.version = replay.version
+            version = replay.version
             if replay.tornTail {
                 recovery.droppedBytes = bytes.count - replay.validLength
                 if durability == .sync { try FileSystem.truncate(atPath: path, length: replay.validLength) }
@@ -130,7 +128,7 @@ public final class JournalWriter: Sendable {
             }
             return (nil, recovery)
         }
-        if recovery.version == 1 {
+        if version == 1 {
             // Snapshot first: a crash before the journal is replaced leaves
             // the version-1 file, whose lines replay onto the new snapshot
             // harmlessly (they are facts it already holds); after, the new
@@ -182,11 +180,6 @@ public final class JournalWriter: Sendable {
     /// replaces the journal atomically.
     func compact(droppingFirst count: Int) {
         thread.run { [self] in
-            guard count > Journal.header.count else {
-                // Only the header is covered: the file would be rewritten as it is.
-                outcomes.withLock { $0.append(.compacted(length: file.confirmedLength)) }
-                return
-            }
             let outcome: Outcome
             do {
                 let all = try FileSystem.readFile(atPath: path) ?? []

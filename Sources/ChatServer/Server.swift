@@ -92,6 +92,7 @@ public final class Server {
         clock: @escaping @Sendable () -> Instant = SystemClock.monotonicNow
     ) throws {
         precondition(!sockets.isEmpty, "a server needs a socket")
+        precondition((journal != nil) == (settings.durability == .sync), "a journal exactly with durability sync")
         self.settings = settings
         self.sockets = sockets
         self.origin = origin

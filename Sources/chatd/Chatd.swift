@@ -130,6 +130,14 @@ struct Chatd: ParsableCommand {
                         line \(damage.line) (sed -i '\(damage.line)d' \(shellQuoted(journalPath))) and start chatd \
                         again; the registration on that line is lost unless the snapshot holds it.
                         """)
+                case .damagedHeader:
+                    let header = String(decoding: Journal.header.dropLast(), as: UTF8.self)
+                    fail("""
+                        cannot recover the journal \(journalPath): \(damage)
+                        Its records are whole, but cannot be read without the header. Keep a copy of the file, \
+                        then write the header back (sed -i \(shellQuoted("1c" + header)) \(shellQuoted(journalPath))) \
+                        and start chatd again.
+                        """)
                 case .unknownRecordType, .unsupportedVersion:
                     // Deleting the line would throw away a change that newer chatd made.
                     fail("""

@@ -191,12 +191,13 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         _ = shell.send("CHAT/1 21 CONNECT")  // held: its SUCCESS reflects the pending change
         _ = shell.send("CHAT/1 22 INTRODUCE alice")  // held: decided on the pending change
         _ = shell.send("CHAT/1 23 FROB")  // held: MALFORMED whatever happens
-        _ = shell.send("CHAT/1 24 INTRODUCE bob", from: bob)  // queued behind the group in flight
+        _ = shell.send("CHAT/1 24 INTRODUCE -bob")  // held: off the rule whatever happens
+        _ = shell.send("CHAT/1 25 INTRODUCE bob", from: bob)  // queued behind the group in flight
         _ = shell.events()
         shell.service.commitFailed(error: "No space left on device", journalLength: header)
         #expect(shell.transmitted() == [
             "CHAT/1 20 ERROR UNAVAILABLE", "CHAT/1 21 ERROR CLIENT_NOT_FOUND", "CHAT/1 22 ERROR UNAVAILABLE",
-            "CHAT/1 23 ERROR MALFORMED", "CHAT/1 24 ERROR UNAVAILABLE",
+            "CHAT/1 23 ERROR MALFORMED", "CHAT/1 24 ERROR INVALID_USERNAME SYNTAX", "CHAT/1 25 ERROR UNAVAILABLE",
         ])
         #expect(shell.service.registry.isEmpty, "no name that was not on disk")
         #expect(shell.events() == [.journalFailed(error: "No space left on device")])
@@ -204,7 +205,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         #expect(shell.work().isEmpty, "nothing left to write")
         #expect(shell.isSettled)
         // The next sync that works clears the error.
-        _ = shell.send("CHAT/1 25 INTRODUCE alice")
+        _ = shell.send("CHAT/1 26 INTRODUCE alice")
         _ = shell.work()
         shell.service.committed(journalLength: header + 60)
         #expect(shell.service.journalError == nil)

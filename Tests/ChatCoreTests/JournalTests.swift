@@ -105,12 +105,23 @@ private func checksummed(_ body: String) -> [UInt8] {
         }
     }
 
-    @Test func aDamagedHeaderIsRefused() {
-        var header = Journal.header
-        header[5] ^= 0x01
+    /// Told apart from other damage on line 1, since the way out differs:
+    /// write the header back rather than delete the line.
+    @Test func aDamagedHeaderIsRefusedAsSuch() {
+        for position in [1, 5, 20, Journal.header.count - 3] {
+            var header = Journal.header
+            header[position] ^= 0x01
+            var registry = Registry(maxUsers: 10)
+            #expect(throws: Journal.DamageError(line: 1, reason: .damagedHeader)) {
+                try Journal.replay(header + record(.v4(1), "alice") + record(.v4(2), "bob"), into: &registry)
+            }
+        }
+        // A damaged first line of a version-1 journal is plain damage.
+        var first = version1Line(.v4(1), "alice")
+        first[5] ^= 0x01
         var registry = Registry(maxUsers: 10)
         #expect(throws: Journal.DamageError(line: 1)) {
-            try Journal.replay(header + record(.v4(1), "alice"), into: &registry)
+            try Journal.replay(first + version1Line(.v4(2), "bob"), into: &registry)
         }
     }
 
