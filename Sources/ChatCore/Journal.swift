@@ -104,7 +104,7 @@ public enum Journal {
             switch reason {
             case .damaged: "journal line \(line) is damaged (bad checksum or format)"
             case .unknownRecordType(let type):
-                "journal line \(line) is a record of unknown type \"\(type)\" (written by a newer chatd?)"
+                "journal line \(line) is a record of unknown type \(type.debugDescription) (written by a newer chatd?)"
             case .unsupportedVersion(let version):
                 "journal line \(line) is the header of a version-\(version) journal, which this chatd cannot read"
             case .damagedHeader: "journal line \(line), the header of a version-2 journal, is damaged"

@@ -65,19 +65,19 @@ struct ClientOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Config file to read the [client] section from.", valueName: "path"))
     var config: String?
 
-    @Option(help: ArgumentHelp("Server address or host name. Default: client.server (127.0.0.1).", valueName: "host"))
+    @Option(help: ArgumentHelp("Server address or host name. Default: client.server (\(Config.defaults.client.server)).", valueName: "host"))
     var server: String?
 
-    @Option(help: ArgumentHelp("Server UDP port. Default: client.port (7447).", valueName: "n"))
+    @Option(help: ArgumentHelp("Server UDP port. Default: client.port (\(Config.defaults.client.port)).", valueName: "n"))
     var port: Int?
 
     @Option(help: ArgumentHelp("Local address to send from; the server knows you by it. Default: any.", valueName: "addr"))
     var bind: String?
 
-    @Option(help: ArgumentHelp("Wait for the first reply, in milliseconds; later attempts wait longer by the backoff factor. Default: client.timeout_ms (500).", valueName: "n"))
+    @Option(help: ArgumentHelp("Wait for the first reply, in milliseconds; later attempts wait longer by the backoff factor. Default: client.timeout_ms (\(Config.defaults.client.timeoutMilliseconds)).", valueName: "n"))
     var timeoutMs: Int?
 
-    @Option(help: ArgumentHelp("Attempts per request before giving up. Default: client.max_attempts (5).", valueName: "n"))
+    @Option(help: ArgumentHelp("Attempts per request before giving up. Default: client.max_attempts (\(Config.defaults.client.maxAttempts)).", valueName: "n"))
     var attempts: Int?
 
     func validate() throws {

@@ -138,6 +138,9 @@ private func checksummed(_ body: String) -> [UInt8] {
             try Journal.replay(Journal.header + record(.v4(1), "alice") + message + record(.v4(2), "bob"), into: &registry)
         }
         #expect(error.description == #"journal line 3 is a record of unknown type "message" (written by a newer chatd?)"#)
+        // Whatever bytes the type holds, the message stays one printable line.
+        let odd = Journal.DamageError(line: 3, reason: .unknownRecordType("a\u{1b}[2J\nb"))
+        #expect(odd.description.contains(#""a\u{1B}[2J\nb""#))
         #expect(Journal.parse(message.dropLast()) == nil)
     }
 
