@@ -14,7 +14,7 @@
 // work to the two helper threads, held datagrams to their sockets, events to
 // the log. Other files: Server+Storage (the helper threads and stopping),
 // Server+Logging (events into log lines), Server+Signals (stop, reload),
-// Server+Housekeeping (STATUS=, the watchdog).
+// Server+Housekeeping (STATUS=, the watchdog), Settings (what the config gives).
 //
 // Only epoll_wait blocks. There is no timer file descriptor: the service's
 // deadlines are data (TimerQueue), and the loop sleeps until the earliest.

@@ -106,18 +106,8 @@ public final class DatagramBatch {
     @discardableResult
     public func append(_ bytes: UnsafeRawBufferPointer, replyingTo index: Int, of batch: DatagramBatch) -> Bool {
         guard count < capacity else { return false }
-        usedForSending = true
-        let slot = count
-        let length = min(bytes.count, datagramSize)
-        (payloads.baseAddress! + slot * datagramSize).copyMemory(from: bytes.baseAddress!, byteCount: length)
-        addresses[slot] = batch.addresses[index]
-        vectors[slot].iov_len = length
-        headers[slot] = chatd_mmsghdr()
-        headers[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + slot)
-        headers[slot].msg_hdr.msg_namelen = batch.headers[index].msg_hdr.msg_namelen
-        headers[slot].msg_hdr.msg_iov = vectors + slot
-        headers[slot].msg_hdr.msg_iovlen = 1
-        count += 1
+        addresses[count] = batch.addresses[index]
+        fillNext(with: bytes, addressLength: batch.headers[index].msg_hdr.msg_namelen)
         return true
     }
 
@@ -132,17 +122,25 @@ public final class DatagramBatch {
             UnsafeMutableRawPointer(addresses + slot).copyMemory(from: address, byteCount: Int(length))
             return length
         }
+        fillNext(with: bytes, addressLength: length)
+        return true
+    }
+
+    /// Fills the next slot, whose address is already in place, with `bytes`.
+    private func fillNext(with bytes: UnsafeRawBufferPointer, addressLength: socklen_t) {
         usedForSending = true
-        let size = min(bytes.count, datagramSize)
-        if let source = bytes.baseAddress { (payloads.baseAddress! + slot * datagramSize).copyMemory(from: source, byteCount: size) }
-        vectors[slot].iov_len = size
+        let slot = count
+        let length = min(bytes.count, datagramSize)
+        if let source = bytes.baseAddress {
+            (payloads.baseAddress! + slot * datagramSize).copyMemory(from: source, byteCount: length)
+        }
+        vectors[slot].iov_len = length
         headers[slot] = chatd_mmsghdr()
         headers[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(addresses + slot)
-        headers[slot].msg_hdr.msg_namelen = length
+        headers[slot].msg_hdr.msg_namelen = addressLength
         headers[slot].msg_hdr.msg_iov = vectors + slot
         headers[slot].msg_hdr.msg_iovlen = 1
         count += 1
-        return true
     }
 
     fileprivate var headerPointer: UnsafeMutablePointer<chatd_mmsghdr> { headers }
