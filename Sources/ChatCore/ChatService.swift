@@ -71,11 +71,14 @@ public struct ChatService {
         public var snapshotInterval: Duration
         /// Report every answered request (for debug logging), not only the notable ones.
         public var reportsEveryRequest: Bool
+        /// The chat room's limits and the retry rules for its pushes.
+        public var room: RoomConfiguration
 
         public init(
             maxUsers: Int, ratePerIP: Double, burstPerIP: Int, journaling: Bool, snapshotInterval: Duration,
-            reportsEveryRequest: Bool = false
+            reportsEveryRequest: Bool = false, room: RoomConfiguration = RoomConfiguration()
         ) {
+            self.room = room
             self.maxUsers = maxUsers
             self.ratePerIP = ratePerIP
             self.burstPerIP = burstPerIP
