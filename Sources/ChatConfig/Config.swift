@@ -68,8 +68,13 @@ public struct Config: Equatable, Sendable {
         }
 
         /// The journal beside the snapshot: registry.json -> registry.journal.
-        public var journalPath: String {
-            (snapshotPath.hasSuffix(".json") ? String(snapshotPath.dropLast(5)) : snapshotPath) + ".journal"
+        public var journalPath: String { besideSnapshot(".journal") }
+
+        /// The chat room's history beside the snapshot: registry.json -> registry.history.
+        public var historyPath: String { besideSnapshot(".history") }
+
+        private func besideSnapshot(_ suffix: String) -> String {
+            (snapshotPath.hasSuffix(".json") ? String(snapshotPath.dropLast(5)) : snapshotPath) + suffix
         }
     }
 

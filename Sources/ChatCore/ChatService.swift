@@ -106,13 +106,17 @@ public struct ChatService {
         case compact(droppingFirst: Int)
     }
 
-    /// A snapshot to write: `Snapshot.encode(records, savedAt:, replacing:)`.
+    /// A snapshot to write: the history file (`HistoryFile.encode(messages,
+    /// lastSeq:)`) first, then `Snapshot.encode(records, savedAt:, replacing:)`.
     public struct SnapshotJob: Sendable {
         public var records: Registry.Records
         /// Pending changes as they stand on disk (rule 1).
         public var replacing: [IPAddress: Username?]
         /// Registrations the file will hold.
         public var users: Int
+        /// The room's history, confirmed messages only (rule 1 again).
+        public var messages: [ChatMessage]
+        public var lastSeq: UInt64
     }
 
     /// What the shell learnt from writing a snapshot.
@@ -141,6 +145,11 @@ public struct ChatService {
         case malformed(client: Endpoint, requestID: UInt32)
         case rateLimited(client: Endpoint)
         case registryFull(Username, client: Endpoint, requestID: UInt32)
+        /// `client` became the member of its address (or moved there).
+        case memberJoined(Username, client: Endpoint)
+        case memberLeft(Username?, client: Endpoint, reason: LeaveReason)
+        /// A message is in history and being pushed (on disk, with durability "sync").
+        case messageAccepted(seq: UInt64, from: Username, client: Endpoint, bytes: Int)
         /// A journal sync failed: its changes were undone and answered UNAVAILABLE.
         case journalFailed(error: String)
         case snapshotWritten(SnapshotReport, users: Int)
@@ -158,6 +167,15 @@ public struct ChatService {
         public var rateLimited = 0
         /// Not answered because the reply would be over 3 times the request's size.
         public var amplificationDropped = 0
+        /// Chat requests answered COOKIE (no cookie, or a wrong one).
+        public var cookieChallenges = 0
+        public var messagesAccepted = 0
+        /// Push datagrams sent, retransmissions included, and the retransmissions alone.
+        public var pushes = 0
+        public var retransmissions = 0
+        /// ACKs that matched a push in flight.
+        public var acks = 0
+        public var membersDropped = 0
     }
 
     /// No reply is more than this many times the size of its request, so a
@@ -165,8 +183,8 @@ public struct ChatService {
     public static let amplificationLimit = 3
 
     public private(set) var configuration: Configuration
-    public private(set) var registry: Registry
-    public private(set) var counters = Counters()
+    public internal(set) var registry: Registry
+    public internal(set) var counters = Counters()
     /// When the last snapshot was written (seconds since 1970), if one was since start.
     public private(set) var lastSnapshot: Int64?
     /// Why registrations are refused now (the last journal sync failed), if they are.
@@ -174,37 +192,55 @@ public struct ChatService {
     /// Why the last snapshot failed, until one is written.
     public private(set) var snapshotError: String?
 
+    /// Milliseconds since 1970, UTC: the time a message accepted now is
+    /// stamped with. The shell sets it before each batch of datagrams.
+    public var wallClock: Int64 = 0
+
     private var limiter: RateLimiter
-    private var commits = CommitQueue<Held>()
-    private var timers = TimerQueue<Timer>()
+    /// The per-address limit on SAY, beside the per-datagram one.
+    var messageLimiter: RateLimiter
+    var cookies: Cookies
+    var room: ChatRoom
+    var commits = CommitQueue<Held>()
+    var timers = TimerQueue<Timer>()
     private var storageWork: [StorageWork] = []
-    private var transmits: [Transmit] = []
+    var transmits: [Transmit] = []
     private var transmitsTaken = 0
-    private var events: [Event] = []
+    var events: [Event] = []
     private var eventsTaken = 0
     /// Journal bytes known to be on disk.
     private var journalLength: Int
-    /// The registry changed since the last snapshot started.
-    private var dirty = false
+    /// The registry or the history changed since the last snapshot started.
+    var dirty = false
     private var snapshotInFlight: (covers: Int, users: Int)?
     private var compacting = false
     private var stopping = false
 
-    private enum Timer: Hashable, Sendable {
+    enum Timer: Hashable, Sendable {
         case snapshot
+        case cookieRotation
+        /// A push's retransmission or, after its last send, its give-up.
+        case push(UInt32)
+        /// When a member's silence would reach the presence TTL.
+        case presence(AddressKey)
     }
 
+    /// How long each cookie secret is current; the one before stays valid as long again.
+    public static let cookieRotationInterval: Duration = .seconds(600)
+
     /// A reply waiting for a journal sync, with what to do if the sync fails.
-    private struct Held: Sendable {
+    struct Held: Sendable {
         /// Nil when the reply broke the amplification rule: the change still counts.
         var transmit: Transmit?
         var requestSize: Int
         var ifSyncFails: IfSyncFails
         /// Reported once the sync succeeds.
         var event: Event?
+        /// A message to put into history and push once the sync succeeds.
+        var publish: ChatMessage? = nil
     }
 
-    private enum IfSyncFails: Sendable {
+    enum IfSyncFails: Sendable {
         case sendAsIs
         case refuse(id: UInt32)
         case answerConnect(id: UInt32)
@@ -213,15 +249,29 @@ public struct ChatService {
     /// - Parameters:
     ///   - registry: as loaded from the snapshot and journal.
     ///   - journalLength: bytes of the journal on disk, its header included (0 without one).
-    ///   - seed: random, for the rate limiter's hash.
-    public init(configuration: Configuration, registry: Registry, journalLength: Int, now: Instant, seed: UInt64) {
+    ///   - history: the room's messages as loaded from the history file and
+    ///     the journal, oldest first; `lastSeq` the newest seq ever given
+    ///     that is known (the history file keeps it when history is empty).
+    ///   - seed: random, for the rate limiters' hashes, the cookie secrets and push ids.
+    public init(
+        configuration: Configuration, registry: Registry, journalLength: Int, history: [ChatMessage] = [],
+        lastSeq: UInt64 = 0, now: Instant, seed: UInt64
+    ) {
         precondition(configuration.snapshotInterval > .zero, "a snapshot interval must be positive")
         self.configuration = configuration
         self.registry = registry
         self.registry.maxUsers = configuration.maxUsers
         self.journalLength = journalLength
+        var random = SplitMix64(seed: seed)
         limiter = RateLimiter(rate: configuration.ratePerIP, burst: Double(configuration.burstPerIP), seed: seed)
+        messageLimiter = RateLimiter(
+            rate: configuration.room.messagesPerSecond, burst: Double(configuration.room.messagesBurst),
+            seed: random.next())
+        cookies = Cookies(key: (random.next(), random.next()))
+        room = ChatRoom(
+            capacity: configuration.room.history, messages: history, lastSeq: lastSeq, seed: random.next())
         timers.schedule(.snapshot, at: now + configuration.snapshotInterval)
+        timers.schedule(.cookieRotation, at: now + Self.cookieRotationInterval)
     }
 
     // MARK: - Datagrams
@@ -234,6 +284,7 @@ public struct ChatService {
         datagram: UnsafeRawBufferPointer, from source: Endpoint, socket: Int, now: Instant, reply: inout [UInt8]
     ) -> Bool {
         counters.received += 1
+        if !room.members.isEmpty, heardFromMember(source, datagram: datagram, now: now) { return false }
         guard limiter.allow(source.address, now: now) else {
             counters.rateLimited += 1
             events.append(.rateLimited(client: source))
@@ -242,6 +293,15 @@ public struct ChatService {
         // A datagram cut to the shell's buffer is still longer than 512
         // bytes, so it is still seen as oversized.
         let parse = RequestParse(datagram)
+        switch parse {
+        case .chat(let request):
+            return handleChat(request, from: source, socket: socket, size: datagram.count, now: now, reply: &reply)
+        case .invalidMessage(let id, let cookie, let detail):
+            return handleChat(
+                .say(id: id, cookie: cookie, token: 0, text: []), invalid: detail, from: source, socket: socket,
+                size: datagram.count, now: now, reply: &reply)
+        default: break
+        }
         let result = RequestHandler.handle(parse, from: source.address, registry: &registry)
         guard let response = result.reply else {
             counters.dropped += 1
@@ -323,6 +383,13 @@ public struct ChatService {
             case .snapshot:
                 timers.schedule(.snapshot, at: now + configuration.snapshotInterval)
                 startSnapshot()
+            case .cookieRotation:
+                timers.schedule(.cookieRotation, at: now + Self.cookieRotationInterval)
+                cookies.rotate()
+            case .push(let id):
+                pushTimedOut(id, now: now)
+            case .presence(let key):
+                presenceDue(key, now: now)
             }
         }
     }
@@ -336,17 +403,19 @@ public struct ChatService {
         if !storageWork.isEmpty { return storageWork.removeFirst() }
         while configuration.journaling, let lines = commits.startCommit() {
             if !lines.isEmpty { return .commit(lines) }
-            // Only replies held behind a group that has been confirmed since.
-            release(commits.commitSucceeded())
+            // Only replies held behind a group that has been confirmed since
+            // (a group with a message to publish always has its line).
+            release(commits.commitSucceeded(), now: .zero)
         }
         return nil
     }
 
-    /// The journal group in flight is on disk; the journal holds `journalLength` bytes.
-    public mutating func committed(journalLength: Int) {
+    /// The journal group in flight is on disk; the journal holds
+    /// `journalLength` bytes. Messages it held are pushed from `now`.
+    public mutating func committed(journalLength: Int, now: Instant) {
         self.journalLength = journalLength
         journalError = nil
-        release(commits.commitSucceeded())
+        release(commits.commitSucceeded(), now: now)
     }
 
     /// The journal group in flight could not be written; the journal is
@@ -355,6 +424,9 @@ public struct ChatService {
         self.journalLength = journalLength
         journalError = error
         events.append(.journalFailed(error: error))
+        // Messages waiting for this sync take no seq after all.
+        room.nextSeq = room.lastSeq + 1
+        room.tokens.forget(after: room.lastSeq)
         for held in commits.commitFailed(registry: &registry) {
             switch held.ifSyncFails {
             case .sendAsIs:
@@ -367,6 +439,7 @@ public struct ChatService {
                 if let response = result.reply { answer(held, with: response) }
             }
         }
+        dropUnregisteredMembers()
     }
 
     private mutating func answer(_ held: Held, with response: Response) {
@@ -379,10 +452,22 @@ public struct ChatService {
         transmits.append(transmit)
     }
 
-    private mutating func release(_ held: [Held]) {
+    /// Sends `bytes` to `transmit`'s destination, if they keep the 3× rule.
+    private mutating func answer(_ held: Held, bytes: [UInt8]) {
+        guard var transmit = held.transmit else { return }
+        transmit.bytes = bytes
+        guard transmit.bytes.count <= Self.amplificationLimit * held.requestSize else {
+            counters.amplificationDropped += 1
+            return
+        }
+        transmits.append(transmit)
+    }
+
+    private mutating func release(_ held: [Held], now: Instant) {
         for reply in held {
             if let event = reply.event { events.append(event) }
             if let transmit = reply.transmit { transmits.append(transmit) }
+            if let message = reply.publish { publish(message, now: now) }
         }
     }
 
@@ -397,7 +482,11 @@ public struct ChatService {
         snapshotInFlight = (journalLength, users)
         // Pending changes left out now must go into a later snapshot.
         dirty = !confirmed.isEmpty
-        storageWork.append(.writeSnapshot(SnapshotJob(records: registry.records, replacing: confirmed, users: users)))
+        storageWork.append(
+            .writeSnapshot(
+                SnapshotJob(
+                    records: registry.records, replacing: confirmed, users: users, messages: Array(room.history),
+                    lastSeq: room.lastSeq)))
     }
 
     public mutating func snapshotWritten(_ report: SnapshotReport) {
@@ -469,6 +558,12 @@ public struct ChatService {
         registry.maxUsers = new.maxUsers
         limiter.rate = new.ratePerIP
         limiter.burst = Double(new.burstPerIP)
+        messageLimiter.rate = new.room.messagesPerSecond
+        messageLimiter.burst = Double(new.room.messagesBurst)
+        if new.room.history != room.history.capacity {
+            room.history.resize(to: new.room.history)
+            dirty = true
+        }
         let journaling = configuration.journaling
         configuration = new
         configuration.journaling = journaling

@@ -10,6 +10,7 @@
 // change pending, since any SUCCESS it carries reflects unconfirmed state.
 //
 //   record(...)        change applied in memory, journal line queued, reply held
+//   record(message:)   a chat message's line queued, its reply held
 //   hold(...)          another reply to a pending address, held in order
 //   startCommit()      the queued lines become the group in flight (one write,
 //                      one fdatasync for all of them); nil if one is in flight
@@ -79,6 +80,15 @@ public struct CommitQueue<Reply> {
         queued.lines += Journal.line(.registration(address, name))
         queued.undo.append(Undo(address: address, previous: previous))
         pending[address, default: 0] += 1
+        queued.held.append(reply)
+    }
+
+    /// Queues a chat message's journal line; `reply` (its SUCCESS, and the
+    /// message to push) waits for the commit. A message changes no
+    /// registration, so nothing is undone if the sync fails: the caller
+    /// takes back its seq.
+    public mutating func record(message: ChatMessage, reply: Reply) {
+        queued.lines += Journal.line(.message(message))
         queued.held.append(reply)
     }
 

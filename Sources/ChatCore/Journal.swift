@@ -10,6 +10,7 @@
 //
 //     {"journal": "chatd", "version": 2, "crc32": 3095150525}
 //     {"type": "registration", "ip": "127.0.0.5", "username": "alice", "crc32": 2244490487}
+//     {"type": "message", "seq": 7, "time_ms": 1796205721000, "from": "alice", "text": "hi \"all\"", "crc32": …}
 //
 // The header is written and synced when the file is created, before any
 // record, so a file whose first line is not it was written by an older
@@ -59,6 +60,8 @@ public enum Journal {
     public enum Record: Equatable, Sendable {
         /// `address` now holds `username` (registered, renamed or respelled).
         case registration(IPAddress, Username)
+        /// The chat room accepted a message.
+        case message(ChatMessage)
     }
 
     /// The version-2 header line, with its newline.
@@ -72,6 +75,21 @@ public enum Journal {
             body += address.description.utf8
             body += #"", "username": ""#.utf8
             body += username.text.utf8
+            body += "\"".utf8
+            return checksummed(body)
+        case .message(let message):
+            var body = Array(#"{"type": "message", "seq": "#.utf8)
+            appendDecimal64(message.seq, to: &body)
+            body += #", "time_ms": "#.utf8
+            appendDecimal64(UInt64(max(0, message.timeMilliseconds)), to: &body)
+            body += #", "from": ""#.utf8
+            body += message.from.text.utf8
+            body += #"", "text": ""#.utf8
+            // Chat text has no control characters: only " and \ need escaping.
+            for byte in message.text {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { body.append(UInt8(ascii: "\\")) }
+                body.append(byte)
+            }
             body += "\"".utf8
             return checksummed(body)
         }
@@ -124,6 +142,10 @@ public enum Journal {
         /// The format found: 2 with the header, 1 for whole lines without it,
         /// nil when the file holds no whole line (empty, or only a torn tail).
         public var version: Int?
+        /// The chat messages the records hold, in order; the caller adds
+        /// those newer than its history (replay may see them twice, as
+        /// registrations, after a crash during compaction).
+        public var messages: [ChatMessage] = []
 
         public init(lines: Int = 0, validLength: Int = 0, tornTail: Bool = false, version: Int? = nil) {
             self.lines = lines
@@ -187,6 +209,8 @@ public enum Journal {
             switch read(bytes[start..<end]) {
             case .record(.registration(let address, let name)):
                 registry.restore(name, at: address)
+            case .record(.message(let message)):
+                replay.messages.append(message)
             case .unknownType(let type):
                 // Whole and checksummed, so not a torn append even when last.
                 throw DamageError(line: lineNumber, reason: .unknownRecordType(type))
@@ -233,6 +257,8 @@ public enum Journal {
                 let (address, name) = registration(fields.dropFirst(#", "ip": ""#.utf8.count))
             else { return .damaged }
             return .record(.registration(address, name))
+        case "message":
+            return message(fields).map { .record(.message($0)) } ?? .damaged
         case let unknown:
             return .unknownType(unknown)
         }
@@ -262,6 +288,44 @@ public enum Journal {
         return (address, name)
     }
 
+    /// `, "seq": N, "time_ms": N, "from": "name", "text": "…"` to the end of a body.
+    private static func message(_ fields: ArraySlice<UInt8>) -> ChatMessage? {
+        var rest = fields
+        func take(_ literal: String) -> Bool {
+            guard rest.starts(with: literal.utf8) else { return false }
+            rest = rest.dropFirst(literal.utf8.count)
+            return true
+        }
+        func number() -> UInt64? {
+            let digits = rest.prefix(while: isDigit)
+            rest = rest.dropFirst(digits.count)
+            return parseDecimal64(digits)
+        }
+        guard take(#", "seq": "#), let seq = number(), take(#", "time_ms": "#), let time = number(),
+            time <= UInt64(Int64.max), take(#", "from": ""#),
+            let nameEnd = rest.firstIndex(of: UInt8(ascii: "\"")),
+            let from = Username(bytes: rest[..<nameEnd])
+        else { return nil }
+        rest = rest[nameEnd...]
+        guard take(#"", "text": ""#), rest.last == UInt8(ascii: "\"") else { return nil }
+        var text: [UInt8] = []
+        var escaped = false
+        for byte in rest.dropLast() {
+            if escaped {
+                guard byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { return nil }
+                text.append(byte)
+                escaped = false
+            } else if byte == UInt8(ascii: "\\") {
+                escaped = true
+            } else {
+                guard byte != UInt8(ascii: "\"") else { return nil }
+                text.append(byte)
+            }
+        }
+        guard !escaped, ChatText.check(text) == nil else { return nil }
+        return ChatMessage(seq: seq, timeMilliseconds: Int64(time), from: from, text: text)
+    }
+
     /// The version a header body names, if it is shaped as a header.
     private static func headerVersion(_ body: ArraySlice<UInt8>) -> Int? {
         let prefix = Array(#"{"journal": "chatd", "version": "#.utf8)
@@ -273,14 +337,14 @@ public enum Journal {
     }
 
     /// `body` with the checksum field and the closing brace after it.
-    private static func checksummed(_ body: [UInt8]) -> [UInt8] {
+    static func checksummed(_ body: [UInt8]) -> [UInt8] {
         body + #", "crc32": \#(CRC32.checksum(body))}"#.utf8 + [0x0a]
     }
 
     /// The text a line's checksum covers, if the line ends in
     /// `, "crc32": <digits>}` and the checksum holds. Found from the end, so
     /// that whatever a record holds cannot be mistaken for the field.
-    private static func checkedBody(_ line: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+    static func checkedBody(_ line: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
         let marker = Array(#", "crc32": "#.utf8)
         guard line.last == UInt8(ascii: "}") else { return nil }
         let beforeBrace = line.dropLast()

@@ -2,8 +2,11 @@
 //
 // Theory of operation
 // -------------------
-// Every message is one UDP datagram of at most 512 bytes of ASCII text. One
-// trailing "\n" or "\r\n" is ignored. Fields are separated by exactly one space.
+// Every message is one UDP datagram of at most 512 bytes of ASCII text (a
+// chat message's text, the one UTF-8 field, is the exception). One trailing
+// "\n" or "\r\n" is ignored. Fields are separated by exactly one space. This
+// file holds the framing and the handshake; the chat room's verbs are in
+// ChatProtocol.swift.
 //
 //     request  = "CHAT/1" SP id SP "CONNECT"
 //              / "CHAT/1" SP id SP "INTRODUCE" SP username
@@ -21,6 +24,8 @@
 //   "CHAT/" + a version other than "1"     -> ERROR UNSUPPORTED_VERSION
 //   "CHAT/1 " + anything off the grammar   -> ERROR MALFORMED
 //   INTRODUCE whose name breaks the rule   -> ERROR INVALID_USERNAME SYNTAX
+//   SAY whose text breaks the rule         -> ERROR INVALID_MESSAGE <detail>
+//                                             (once its cookie holds)
 //
 // Error replies carry the request's id when one can be read (1 to 10 digits,
 // at most 4294967295, right after the version), else 0, so a client can match
@@ -59,6 +64,12 @@ public struct ErrorReason: RawRepresentable, Hashable, Sendable, CustomStringCon
     /// The server could not make a registration durable (disk full, read-only);
     /// nothing changed, and trying again later may succeed.
     public static let unavailable = ErrorReason(rawValue: "UNAVAILABLE")
+    /// LEAVE or HISTORY from an endpoint that is not its address's member.
+    public static let notJoined = ErrorReason(rawValue: "NOT_JOINED")
+    /// SAY text off the rule; the detail says how (ChatText).
+    public static let invalidMessage = ErrorReason(rawValue: "INVALID_MESSAGE")
+    /// More SAY from this address than `messages_per_s` allows.
+    public static let rateLimited = ErrorReason(rawValue: "RATE_LIMITED")
 
     public var description: String { rawValue }
 }
@@ -90,11 +101,16 @@ public enum RequestParse: Equatable, Sendable {
     case unsupportedVersion(id: UInt32)
     /// Not CHAT at all: drop without a reply.
     case notChat
+    /// A request to the chat room (ChatProtocol.swift).
+    case chat(ChatRequest)
+    /// A well-formed SAY whose text breaks the rule: answered with
+    /// INVALID_MESSAGE once its cookie holds.
+    case invalidMessage(id: UInt32, cookie: UInt64, detail: String)
 }
 
 // MARK: - Parsing
 
-private enum ASCII {
+enum ASCII {
     static let space = UInt8(ascii: " ")
     static let newline = UInt8(ascii: "\n")
     static let carriageReturn = UInt8(ascii: "\r")
@@ -137,7 +153,7 @@ extension RequestParse {
         } else if verb.elementsEqual(ASCII.introduce), let name = fields.next(), fields.atEnd {
             self = Username(bytes: name).map { .request(.introduce(id: id, username: $0)) } ?? .invalidUsername(id: id)
         } else {
-            self = .malformed(id: id)
+            self = Self.chat(id: id, verb: verb, fields: &fields) ?? .malformed(id: id)
         }
     }
 
@@ -179,7 +195,7 @@ extension Response {
 /// Splits a datagram at single spaces. An empty field (two spaces in a row, or
 /// a leading or trailing space) ends the walk with `nil`, which every caller
 /// treats as a grammar error.
-private struct Fields {
+struct Fields {
     private let bytes: UnsafeRawBufferPointer
     private var index: Int
     private var end: Int
@@ -196,6 +212,14 @@ private struct Fields {
     }
 
     var atEnd: Bool { !broken && index > end }
+
+    /// Everything after the last field read and its space, byte for byte
+    /// (spaces included); nil when that field ended the datagram.
+    mutating func rest() -> UnsafeRawBufferPointer.SubSequence? {
+        guard !broken, index <= end else { return nil }
+        defer { index = end + 1 }
+        return bytes[index..<end]
+    }
 
     mutating func skip(prefix: [UInt8]) -> Bool {
         guard end - index >= prefix.count,
@@ -221,7 +245,7 @@ private struct Fields {
 }
 
 /// 1 to 10 decimal digits with a value that fits in 32 bits.
-private func parseID(_ field: some Collection<UInt8>) -> UInt32? {
+func parseID(_ field: some Collection<UInt8>) -> UInt32? {
     guard (1...10).contains(field.count) else { return nil }
     var value: UInt64 = 0
     for byte in field {
@@ -232,7 +256,7 @@ private func parseID(_ field: some Collection<UInt8>) -> UInt32? {
     return value <= UInt64(UInt32.max) ? UInt32(value) : nil
 }
 
-private func isToken(_ field: some Collection<UInt8>) -> Bool {
+func isToken(_ field: some Collection<UInt8>) -> Bool {
     !field.isEmpty
         && field.allSatisfy { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) || $0 == UInt8(ascii: "_") }
 }
@@ -289,7 +313,7 @@ extension Response {
 }
 
 /// "CHAT/1 <id> "
-private func writeHeader(id: UInt32, into buffer: inout [UInt8]) {
+func writeHeader(id: UInt32, into buffer: inout [UInt8]) {
     buffer += ASCII.magic
     buffer.append(UInt8(ascii: "1"))
     buffer.append(ASCII.space)
@@ -297,13 +321,6 @@ private func writeHeader(id: UInt32, into buffer: inout [UInt8]) {
     buffer.append(ASCII.space)
 }
 
-private func appendDecimal(_ value: UInt32, to buffer: inout [UInt8]) {
-    var divisor: UInt32 = 1
-    while value / divisor >= 10 { divisor *= 10 }
-    var rest = value
-    while divisor > 0 {
-        buffer.append(ASCII.zero + UInt8(rest / divisor))
-        rest %= divisor
-        divisor /= 10
-    }
+func appendDecimal(_ value: UInt32, to buffer: inout [UInt8]) {
+    appendDecimal64(UInt64(value), to: &buffer)
 }

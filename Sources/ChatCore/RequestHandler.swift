@@ -65,7 +65,8 @@ public enum RequestHandler {
 
     public static func handle(_ parse: RequestParse, from address: IPAddress, registry: inout Registry) -> Result {
         switch parse {
-        case .notChat:
+        case .notChat, .chat, .invalidMessage:
+            // The chat room's verbs are ChatService's to answer, not this table's.
             return Result(reply: nil, event: .dropped)
         case .malformed(let id):
             return Result(reply: .error(id: id, reason: .malformed), event: .malformed)

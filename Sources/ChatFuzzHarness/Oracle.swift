@@ -35,6 +35,9 @@ enum Expectation: Equatable {
     case invalidUsername(id: UInt32)
     case connect(id: UInt32)
     case introduce(id: UInt32, name: String)
+    /// A chat room verb with its fields on the grammar: the room answers it,
+    /// not the handshake's table.
+    case chat
 
     static func classify(_ datagram: UnsafeRawBufferPointer) -> Expectation {
         var bytes = Array(datagram)
@@ -51,7 +54,10 @@ enum Expectation: Equatable {
         let id = !version.isEmpty && fields.count > 1 ? readID(fields[1]) : nil
         guard version.elementsEqual("1".utf8) else { return .unsupportedVersion(id: id ?? 0) }
         guard let id else { return .malformed(id: 0) }
-        guard !oversized, !fields.contains(where: \.isEmpty) else { return .malformed(id: id) }
+        guard !oversized else { return .malformed(id: id) }
+        // SAY's text may hold empty fields (doubled spaces): judge the chat verbs first.
+        if fields.count >= 3, isChat(Array(fields[2...])) { return .chat }
+        guard !fields.contains(where: \.isEmpty) else { return .malformed(id: id) }
         if fields.count == 3, fields[2].elementsEqual("CONNECT".utf8) {
             return .connect(id: id)
         }
@@ -61,6 +67,31 @@ enum Expectation: Equatable {
             return .introduce(id: id, name: String(decoding: name, as: UTF8.self))
         }
         return .malformed(id: id)
+    }
+
+    /// The chat grammar of PROTOCOL.md, from the verb on.
+    static func isChat(_ fields: [ArraySlice<UInt8>]) -> Bool {
+        let verb = String(decoding: fields[0], as: UTF8.self)
+        if verb == "ACK" { return fields.count == 1 }
+        guard fields.count >= 2, isCookie(fields[1]) else { return false }
+        switch verb {
+        case "JOIN", "LEAVE": return fields.count == 2
+        case "WHO": return fields.count == 2 || (fields.count == 3 && isValidName(fields[2]))
+        case "HISTORY": return fields.count == 3 && readNumber(fields[2]) != nil
+        // Any text, valid or not, is the room's to judge (INVALID_MESSAGE).
+        case "SAY": return fields.count >= 3 && readNumber(fields[2]) != nil
+        default: return false
+        }
+    }
+
+    static func isCookie(_ field: ArraySlice<UInt8>) -> Bool {
+        field.elementsEqual("0".utf8) || (field.count == 16 && field.allSatisfy { "0123456789abcdef".utf8.contains($0) })
+    }
+
+    /// 1 to 20 decimal digits that fit in 64 bits.
+    static func readNumber(_ field: ArraySlice<UInt8>) -> UInt64? {
+        guard (1...20).contains(field.count), field.allSatisfy({ (48...57).contains($0) }) else { return nil }
+        return UInt64(String(decoding: field, as: UTF8.self))
     }
 
     /// 1 to 10 decimal digits, at most 4294967295.
@@ -133,7 +164,7 @@ struct Model {
     mutating func apply(_ expectation: Expectation, from key: ClientKey) -> (Response?, RequestHandler.Event) {
         func user(_ text: String) -> Username { Username(text)! }
         switch expectation {
-        case .notChat:
+        case .notChat, .chat:
             return (nil, .dropped)
         case .unsupportedVersion(let id):
             return (.error(id: id, reason: .unsupportedVersion), .unsupportedVersion)

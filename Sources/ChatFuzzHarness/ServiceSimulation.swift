@@ -85,7 +85,7 @@ public struct ServiceSimulation {
                     throw failure("a synced journal group does not replay: \(error)")
                 }
                 confirmedChanged = true  // compared below, against the disk as it now is
-                service.committed(journalLength: journal.count)
+                service.committed(journalLength: journal.count, now: now)
             }
         case 7:
             guard let job = pendingSnapshot.take() else { break }

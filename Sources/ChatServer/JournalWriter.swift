@@ -104,14 +104,22 @@ public final class JournalWriter: Sendable {
     /// durability "periodic" it is folded into the snapshot at
     /// `snapshotPath` instead (see `Recovery.folded`) and nil is returned.
     /// Damage other than a torn tail throws, leaving the file untouched.
+    ///
+    /// Chat messages in the journal newer than `history` (as loaded from the
+    /// history file) are added to it; folding writes the history file too.
     public static func recover(
-        at path: String, into registry: inout Registry, durability: Durability, snapshotPath: String
+        at path: String, into registry: inout Registry, history: inout (messages: [ChatMessage], lastSeq: UInt64),
+        durability: Durability, snapshotPath: String, historyPath: String
     ) throws -> (JournalWriter?, Recovery) {
         var recovery = Recovery()
         var version: Int?
         let bytes = try FileSystem.readFile(atPath: path)
         if let bytes {
             let replay = try Journal.replay(bytes, into: &registry)
+            for message in replay.messages where message.seq > history.lastSeq {
+                history.messages.append(message)
+                history.lastSeq = message.seq
+            }
             recovery.lines = replay.lines
             version = replay.version
             if replay.tornTail {
@@ -121,6 +129,8 @@ public final class JournalWriter: Sendable {
         }
         guard durability == .sync else {
             if bytes != nil {
+                try FileSystem.writeAtomically(
+                    HistoryFile.encode(history.messages, lastSeq: history.lastSeq), toPath: historyPath)
                 try saveSnapshot(registry, at: snapshotPath)
                 try FileSystem.removeItem(atPath: path)
                 try FileSystem.syncFolder(containing: path)

@@ -13,6 +13,9 @@ public enum MessageID {
     public static let reloaded: Logger.MetadataValue = "47ffa336124c4f56900bc0f561b1643b"
     public static let reloadRefused: Logger.MetadataValue = "3ca392d551fd4dd08f70fb4bee08bef9"
     public static let stopping: Logger.MetadataValue = "b6f81f898d5648c0b761c33144e0c3f0"
+    public static let memberJoined: Logger.MetadataValue = "d68547e74dd04997ab8bc9ed3c075420"
+    public static let memberLeft: Logger.MetadataValue = "0fbfda87989146b985b26c31102e98bf"
+    public static let messageAccepted: Logger.MetadataValue = "615c7cfd820d414b80bdd60d204457d2"
 }
 
 

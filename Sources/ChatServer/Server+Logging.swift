@@ -63,6 +63,26 @@ extension Server {
                 "client.ip": "\(client.address)", "request.id": "\(id)", "username": "\(name)",
                 "registry.max_users": "\(service.configuration.maxUsers)",
             ])
+        case .memberJoined(let name, let client):
+            logger.info("member joined", metadata: [
+                "message.id": MessageID.memberJoined, "username": "\(name)", "client.ip": "\(client.address)",
+                "client.port": "\(client.port)", "members": "\(service.memberCount)",
+            ])
+            updateStatus()
+        case .memberLeft(let name, let client, let reason):
+            var metadata: Logger.Metadata = [
+                "message.id": MessageID.memberLeft, "client.ip": "\(client.address)",
+                "client.port": "\(client.port)", "reason": "\(reason.rawValue)", "members": "\(service.memberCount)",
+            ]
+            if let name { metadata["username"] = "\(name)" }
+            logger.info("member left", metadata: metadata)
+            updateStatus()
+        case .messageAccepted(let seq, let name, let client, let bytes):
+            // The text is the members' business, never the log's.
+            logger.debug("message accepted", metadata: [
+                "message.id": MessageID.messageAccepted, "seq": "\(seq)", "username": "\(name)",
+                "client.ip": "\(client.address)", "client.port": "\(client.port)", "bytes": "\(bytes)",
+            ])
         case .journalFailed(let error):
             warn(.journalFailed, now: now, ["journal.path": "\(settings.journalPath)", "error": "\(error)"])
             updateStatus()

@@ -29,10 +29,10 @@ extension Server {
         case .compact(let count):
             journal?.compact(droppingFirst: count)
         case .writeSnapshot(let job):
-            let path = settings.snapshotPath
+            let paths = (snapshot: settings.snapshotPath, history: settings.historyPath)
             let outcome = writeOutcome
             snapshotWriter.run {
-                let result = writeSnapshot(job, to: path, savedAt: SystemClock.wallSeconds().seconds)
+                let result = writeSnapshot(job, to: paths, savedAt: SystemClock.wallSeconds().seconds)
                 outcome.value.withLock { $0 = result }
             }
         }
@@ -52,7 +52,7 @@ extension Server {
         guard let journal else { return }
         for outcome in try journal.takeOutcomes() {
             switch outcome {
-            case .committed(let length): service.committed(journalLength: length)
+            case .committed(let length): service.committed(journalLength: length, now: clock())
             case .failed(let error, let length): service.commitFailed(error: error, journalLength: length)
             case .compacted(let length): service.compacted(journalLength: length)
             case .compactionFailed(let error): service.compactionFailed(error: error)
@@ -98,14 +98,18 @@ extension Server {
     }
 }
 
-/// Encodes and writes a snapshot atomically; runs on the writer thread, so
-/// it touches no server state.
-func writeSnapshot(_ job: ChatService.SnapshotJob, to path: String, savedAt: Int64) -> Server.WriteOutcome {
+/// Encodes and writes the history file and then the snapshot, each
+/// atomically (HistoryFile.swift says why in that order); runs on the writer
+/// thread, so it touches no server state.
+func writeSnapshot(
+    _ job: ChatService.SnapshotJob, to paths: (snapshot: String, history: String), savedAt: Int64
+) -> Server.WriteOutcome {
     let start = SystemClock.monotonicNow()
     let bytes = Snapshot.encode(job.records, savedAt: savedAt, replacing: job.replacing)
     var error: String?
     do {
-        try FileSystem.writeAtomically(bytes, toPath: path)
+        try FileSystem.writeAtomically(HistoryFile.encode(job.messages, lastSeq: job.lastSeq), toPath: paths.history)
+        try FileSystem.writeAtomically(bytes, toPath: paths.snapshot)
     } catch let failure {
         error = "\(failure)"
     }

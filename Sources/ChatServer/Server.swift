@@ -83,11 +83,13 @@ public final class Server {
     ///   - sockets: bound, listening sockets (from the config or from systemd).
     ///   - signals: created before any thread started, so SIGTERM, SIGINT and
     ///     SIGHUP are blocked everywhere and arrive here.
+    ///   - history: the chat room's messages and newest seq, as loaded.
     ///   - journal: the journal to append to and compact (durability "sync"; nil otherwise).
     ///   - reloadConfig: reads and checks the config again for SIGHUP.
     ///   - clock: the monotonic clock (tests may pass another).
     public init(
-        settings: Settings, registry: Registry, sockets: [UDPSocket], origin: SocketOrigin, signals: SignalFD,
+        settings: Settings, registry: Registry, history: (messages: [ChatMessage], lastSeq: UInt64) = ([], 0),
+        sockets: [UDPSocket], origin: SocketOrigin, signals: SignalFD,
         journal: JournalWriter?, logger: Logger, reloadConfig: @escaping () throws -> Config,
         clock: @escaping @Sendable () -> Instant = SystemClock.monotonicNow
     ) throws {
@@ -104,7 +106,7 @@ public final class Server {
         let now = clock()
         service = ChatService(
             configuration: settings.service, registry: registry, journalLength: journal?.initialLength ?? 0,
-            now: now, seed: .random(in: .min ... .max))
+            history: history.messages, lastSeq: history.lastSeq, now: now, seed: .random(in: .min ... .max))
         nextHousekeeping = now + .seconds(1)
         watchdogInterval = Systemd.watchdogInterval().map { $0 / 2 }
         nextWatchdog = now
@@ -208,6 +210,7 @@ public final class Server {
             guard count > 0 else { return }
             outgoing.removeAll()
             let now = clock()
+            service.wallClock = SystemClock.wallMilliseconds()
             for index in 0..<count {
                 let answered = service.handle(
                     datagram: incoming.payload(at: index), from: incoming.source(at: index), socket: socketIndex,
@@ -215,6 +218,8 @@ public final class Server {
                 if answered { reply.withUnsafeBytes { _ = outgoing.append($0, replyingTo: index, of: incoming) } }
             }
             send(outgoing, on: socket)
+            // Pushes this batch started (a message, or ACKs opening windows).
+            sendTransmits()
             logEvents(now: now)
             if count < incoming.capacity { return }
         }

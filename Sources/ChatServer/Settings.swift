@@ -16,6 +16,7 @@ extension Server {
         public var logTarget: LogTarget
         public var durability: Durability
         public var journalPath: String
+        public var historyPath: String
         public var ratePerIP: Double
         public var burstPerIP: Int
 
@@ -28,6 +29,7 @@ extension Server {
             logTarget = config.log.target
             durability = config.registry.durability
             journalPath = config.registry.journalPath
+            historyPath = config.registry.historyPath
             ratePerIP = config.limits.ratePerIP
             burstPerIP = config.limits.burstPerIP
         }

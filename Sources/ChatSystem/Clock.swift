@@ -24,6 +24,12 @@ public enum SystemClock {
         return (Int64(time.tv_sec), Int32(time.tv_nsec))
     }
 
+    /// Milliseconds since the Unix epoch on CLOCK_REALTIME, for timestamps only.
+    public static func wallMilliseconds() -> Int64 {
+        let time = read(CLOCK_REALTIME)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+    }
+
     private static func read(_ clock: clockid_t) -> timespec {
         var time = timespec()
         // Fails only for an unknown clock id, which these two are not.

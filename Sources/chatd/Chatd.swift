@@ -114,12 +114,26 @@ struct Chatd: ParsableCommand {
         var registry = try orExit("cannot load snapshot \(serverSettings.snapshotPath)") {
             try loadSnapshot(at: serverSettings.snapshotPath, maxUsers: serverSettings.maxUsers)
         }
+        let historyPath = serverSettings.historyPath
+        var history: (messages: [ChatMessage], lastSeq: UInt64) = try orExit("cannot load the chat history \(historyPath)") {
+            do {
+                return try FileSystem.readFile(atPath: historyPath).map(HistoryFile.decode) ?? ([], 0)
+            } catch let damage as HistoryFile.DecodingError {
+                fail("""
+                    cannot load the chat history \(historyPath): \(damage)
+                    chatd will not guess which messages the room held or which seqs it gave. Keep a copy of \
+                    the file; if it cannot be repaired, move it away (mv \(shellQuoted(historyPath)) \
+                    \(shellQuoted(historyPath + ".damaged"))) and start chatd: the room then starts over \
+                    from what the journal holds, and seqs may be given again.
+                    """)
+            }
+        }
         let journalPath = serverSettings.journalPath
         let (journal, recovery) = try orExit("cannot recover the journal \(journalPath)") {
             do {
                 return try JournalWriter.recover(
-                    at: journalPath, into: &registry, durability: serverSettings.durability,
-                    snapshotPath: serverSettings.snapshotPath)
+                    at: journalPath, into: &registry, history: &history, durability: serverSettings.durability,
+                    snapshotPath: serverSettings.snapshotPath, historyPath: historyPath)
             } catch let damage as Journal.DamageError {
                 // Refusing is right, but the administrator needs the way out.
                 switch damage.reason {
@@ -175,7 +189,8 @@ struct Chatd: ParsableCommand {
         let configPath = config
         let server = try orExit("cannot start the event loop") {
             try Server(
-                settings: serverSettings, registry: registry, sockets: sockets, origin: origin, signals: signals,
+                settings: serverSettings, registry: registry, history: history, sockets: sockets, origin: origin,
+                signals: signals,
                 journal: journal, logger: logger,
                 reloadConfig: { try Config.load(path: configPath, read: FileSystem.readFile(atPath:)) })
         }

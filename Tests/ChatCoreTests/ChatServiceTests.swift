@@ -59,7 +59,7 @@ private struct Harness {
     mutating func registerAlice() {
         _ = send("CHAT/1 20 INTRODUCE alice")
         _ = work()
-        service.committed(journalLength: header + 60)
+        service.committed(journalLength: header + 60, now: .zero)
         _ = transmits()
         _ = events()
     }
@@ -147,7 +147,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         #expect(work.count == 1)
         #expect(lines(work[0]) == String(decoding: Journal.line(.registration(alice.address, name("alice"))), as: UTF8.self))
         #expect(shell.awaitsJournal)
-        shell.service.committed(journalLength: header + 60)
+        shell.service.committed(journalLength: header + 60, now: .zero)
         #expect(shell.transmitted() == ["CHAT/1 20 SUCCESS alice"])
         #expect(shell.events() == [.registered(name("alice"), client: alice, requestID: 20)])
         #expect(!shell.awaitsJournal)
@@ -159,7 +159,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         #expect(shell.send("CHAT/1 21 CONNECT") == nil)
         #expect(shell.send("CHAT/1 22 CONNECT", from: bob) == "CHAT/1 22 ERROR CLIENT_NOT_FOUND", "others are not held")
         _ = shell.work()
-        shell.service.committed(journalLength: header + 60)
+        shell.service.committed(journalLength: header + 60, now: .zero)
         #expect(shell.transmitted() == ["CHAT/1 20 SUCCESS alice", "CHAT/1 21 SUCCESS alice"])
     }
 
@@ -170,12 +170,12 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         _ = shell.send("CHAT/1 21 INTRODUCE bob", from: bob)
         _ = shell.send("CHAT/1 22 INTRODUCE alicia")
         #expect(shell.work().isEmpty, "one group in flight at a time")
-        shell.service.committed(journalLength: header + 60)
+        shell.service.committed(journalLength: header + 60, now: .zero)
         #expect(shell.transmitted() == ["CHAT/1 20 SUCCESS alice"])
         let next = shell.work()
         #expect(next.count == 1)
         #expect(lines(next[0])?.split(separator: "\n").count == 2)
-        shell.service.committed(journalLength: header + 180)
+        shell.service.committed(journalLength: header + 180, now: .zero)
         #expect(shell.transmitted() == ["CHAT/1 21 SUCCESS bob", "CHAT/1 22 SUCCESS alicia"])
         #expect(shell.events() == [
             .registered(name("alice"), client: alice, requestID: 20),
@@ -207,7 +207,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         // The next sync that works clears the error.
         _ = shell.send("CHAT/1 26 INTRODUCE alice")
         _ = shell.work()
-        shell.service.committed(journalLength: header + 60)
+        shell.service.committed(journalLength: header + 60, now: .zero)
         #expect(shell.service.journalError == nil)
     }
 
@@ -215,7 +215,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         var shell = Harness()
         _ = shell.send("CHAT/1 20 INTRODUCE alice", socket: 1)
         _ = shell.work()
-        shell.service.committed(journalLength: header + 60)
+        shell.service.committed(journalLength: header + 60, now: .zero)
         #expect(shell.transmits().map(\.socket) == [1])
     }
 
@@ -259,7 +259,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         // A change synced while the snapshot is written is not covered by it.
         _ = shell.send("CHAT/1 21 INTRODUCE bob", from: bob)
         _ = shell.work()
-        shell.service.committed(journalLength: header + 120)
+        shell.service.committed(journalLength: header + 120, now: .zero)
         shell.service.snapshotWritten(report)
         #expect(shell.service.lastSnapshot == report.savedAt)
         let work = shell.work()
@@ -280,7 +280,7 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         _ = shell.work()  // the compaction, not answered yet
         _ = shell.send("CHAT/1 21 INTRODUCE bob", from: bob)
         _ = shell.work()
-        shell.service.committed(journalLength: header + 120)
+        shell.service.committed(journalLength: header + 120, now: .zero)
         shell.advance(.seconds(30))
         #expect(snapshotJob(shell.work()) == nil, "its covered length would count bytes of the file before compaction")
         shell.service.compacted(journalLength: header + 60)
@@ -349,9 +349,9 @@ private let report = ChatService.SnapshotReport(savedAt: 1_700_000_000, bytes: 1
         shell.service.stop()
         #expect(shell.service.nextTimeout() == nil, "no periodic snapshots while stopping")
         #expect(!shell.isSettled)
-        shell.service.committed(journalLength: header + 60)
+        shell.service.committed(journalLength: header + 60, now: .zero)
         _ = shell.work()
-        shell.service.committed(journalLength: header + 120)
+        shell.service.committed(journalLength: header + 120, now: .zero)
         #expect(shell.transmitted() == ["CHAT/1 20 SUCCESS alice", "CHAT/1 21 SUCCESS bob"])
         #expect(shell.isSettled)
         shell.service.writeFinalSnapshot()

@@ -67,8 +67,10 @@ private final class RunningServer: @unchecked Sendable {
         let socket = try UDPSocket(binding: settings.listen)
         port = try socket.localEndpoint.port
         var registry = Registry(maxUsers: settings.maxUsers)
+        var history: (messages: [ChatMessage], lastSeq: UInt64) = ([], 0)
         let (journal, _) = try JournalWriter.recover(
-            at: settings.journalPath, into: &registry, durability: durability, snapshotPath: settings.snapshotPath)
+            at: settings.journalPath, into: &registry, history: &history, durability: durability,
+            snapshotPath: settings.snapshotPath, historyPath: settings.historyPath)
         let clock = clock
         let sink = log
         let box = Unmanaged.passRetained(

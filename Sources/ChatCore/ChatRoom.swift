@@ -1,0 +1,188 @@
+// The chat room's state: members, pushes in flight, history, seq numbers
+// and SAY tokens. The decisions that change it are ChatService's
+// (ChatService+Room.swift); this file holds the data and its invariants.
+
+/// An address as the room keys it: an IPv4 address and its IPv4-mapped
+/// IPv6 form are the same client, as in the registry.
+struct AddressKey: Hashable, Sendable {
+    let high: UInt64
+    let low: UInt64
+    init(_ address: IPAddress) { (high, low) = address.ipv6Halves }
+}
+
+/// Why a member left the room.
+public enum LeaveReason: String, Equatable, Sendable {
+    /// It sent LEAVE.
+    case leave
+    /// Nothing arrived from its endpoint for `presence_ttl_s`.
+    case timeout
+    /// A push went unacknowledged through every retry.
+    case unreachable
+    /// It fell behind the oldest message history holds.
+    case behind
+    /// Its address no longer holds a username.
+    case unregistered
+}
+
+struct Member: Sendable {
+    var endpoint: Endpoint
+    /// The shell's token for the socket its JOIN came in on.
+    var socket: Int
+    /// The next seq to push to it.
+    var next: UInt64
+    /// Ids of its pushes in flight.
+    var pushes: [UInt32] = []
+    var lastHeard: Instant
+}
+
+struct Push: Sendable {
+    let member: AddressKey
+    let seq: UInt64
+    /// Sends so far, the first included.
+    var attempts: Int
+}
+
+/// The last `capacity` messages, oldest first, in seq order.
+struct History: Sendable {
+    private var ring: [ChatMessage] = []
+    private var head = 0
+    var capacity: Int
+
+    init(capacity: Int, messages: [ChatMessage] = []) {
+        self.capacity = capacity
+        for message in messages { append(message) }
+    }
+
+    var count: Int { ring.count }
+    var first: ChatMessage? { ring.isEmpty ? nil : ring[head] }
+    var last: ChatMessage? { ring.isEmpty ? nil : ring[(head + ring.count - 1) % ring.count] }
+
+    /// Adds the newest message, evicting the oldest when full.
+    mutating func append(_ message: ChatMessage) {
+        if ring.count < capacity {
+            if head == 0 {
+                ring.append(message)
+            } else {
+                // Grown after a shrink left the ring rotated: straighten it first.
+                ring = Array(self)
+                head = 0
+                ring.append(message)
+            }
+        } else {
+            ring[head] = message
+            head = (head + 1) % ring.count
+        }
+    }
+
+    /// Changes the capacity, dropping the oldest messages that no longer fit.
+    mutating func resize(to newCapacity: Int) {
+        let kept = Array(self).suffix(newCapacity)
+        ring = Array(kept)
+        head = 0
+        capacity = newCapacity
+    }
+
+    /// The message with the smallest seq at or after `seq`, if any.
+    func message(atOrAfter seq: UInt64) -> ChatMessage? {
+        // Seqs increase along the ring (with gaps only after a crash under
+        // "periodic"), so a binary search finds it.
+        var low = 0
+        var high = ring.count
+        while low < high {
+            let middle = (low + high) / 2
+            if self[middle].seq < seq { low = middle + 1 } else { high = middle }
+        }
+        return low < ring.count ? self[low] : nil
+    }
+
+    /// Messages in order, oldest first.
+    subscript(index: Int) -> ChatMessage { ring[(head + index) % ring.count] }
+}
+
+extension History: RandomAccessCollection {
+    var startIndex: Int { 0 }
+    var endIndex: Int { ring.count }
+}
+
+/// The answers given to SAY tokens, kept at least `retention`, so that a
+/// retransmitted SAY gets its first answer instead of posting again.
+struct TokenMemory: Sendable {
+    struct Key: Hashable, Sendable {
+        let address: AddressKey
+        let token: UInt64
+    }
+
+    static let retention: Duration = .seconds(300)
+    private var seqs: [Key: (seq: UInt64, expires: Instant)] = [:]
+    private var order: [(key: Key, expires: Instant)] = []
+    private var orderHead = 0
+
+    func seq(for key: Key) -> UInt64? { seqs[key]?.seq }
+
+    mutating func remember(_ key: Key, seq: UInt64, now: Instant) {
+        expire(now: now)
+        let expires = now + Self.retention
+        seqs[key] = (seq, expires)
+        order.append((key, expires))
+    }
+
+    /// Forgets answers whose message a failed sync took back.
+    mutating func forget(after lastSeq: UInt64) {
+        seqs = seqs.filter { $0.value.seq <= lastSeq }
+    }
+
+    private mutating func expire(now: Instant) {
+        while orderHead < order.count, order[orderHead].expires <= now {
+            let entry = order[orderHead]
+            // A key remembered again since has a later expiry of its own.
+            if let kept = seqs[entry.key], kept.expires <= now { seqs[entry.key] = nil }
+            orderHead += 1
+        }
+        if orderHead > 1024, orderHead * 2 > order.count {
+            order.removeFirst(orderHead)
+            orderHead = 0
+        }
+    }
+}
+
+/// A small, fast generator for push ids (SplitMix64): unpredictable enough
+/// that an off-path sender cannot guess an id in flight, which is all an id
+/// must be; the seed comes from the shell's randomness.
+struct SplitMix64: Sendable {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+}
+
+struct ChatRoom: Sendable {
+    var members: [AddressKey: Member] = [:]
+    var pushes: [UInt32: Push] = [:]
+    var history: History
+    /// The newest seq anyone has seen (confirmed: on disk with a journal).
+    var lastSeq: UInt64
+    /// The next seq to give; above lastSeq + 1 while messages wait for their sync.
+    var nextSeq: UInt64
+    var tokens = TokenMemory()
+    var random: SplitMix64
+
+    init(capacity: Int, messages: [ChatMessage], lastSeq: UInt64, seed: UInt64) {
+        history = History(capacity: capacity, messages: messages)
+        self.lastSeq = max(lastSeq, history.last?.seq ?? 0)
+        nextSeq = self.lastSeq + 1
+        random = SplitMix64(seed: seed)
+    }
+
+    /// A push id not in flight.
+    mutating func newPushID() -> UInt32 {
+        while true {
+            let id = UInt32(truncatingIfNeeded: random.next())
+            if pushes[id] == nil { return id }
+        }
+    }
+}

@@ -1,0 +1,330 @@
+// The chat room's decisions: what ChatService does with JOIN, LEAVE, SAY,
+// WHO, HISTORY and ACK, and with the room's deadlines.
+//
+// Theory of operation
+// -------------------
+// Order of checks for a chat request: the ACK fast path (an ACK from a
+// member's endpoint naming one of its pushes in flight is taken before the
+// rate limiter, so a busy room's acknowledgements never count as a flood),
+// then the per-address rate limit, the parse, and the cookie: a request
+// without its endpoint's cookie is answered COOKIE and changes nothing.
+// Only then does the room look at it.
+//
+// Membership belongs to an address, at one endpoint: a JOIN from another
+// port of the same address moves it there. Each member has a cursor, the
+// next seq to push to it; pushes go out while it has fewer than `window`
+// in flight and the cursor is not past the newest message. A push keeps
+// its random id through every retransmission, after timeout × backoff^(n-1)
+// for its n-th send; after `max_attempts` sends and one more wait it gives
+// up, and the member is dropped (unreachable). A cursor older than the
+// oldest message history holds drops the member too (behind): it catches
+// up with HISTORY, which moves its cursor. Presence is lazy: each member
+// has one timer at its last-heard time plus the TTL, pushed back when it
+// fires early rather than on every datagram.
+//
+// Seqs: `room.lastSeq` is the newest seq anyone may have seen; with a
+// journal a message is neither answered nor pushed until its record is
+// synced, so lastSeq only counts messages on disk, and `room.nextSeq` runs
+// ahead of it while records wait. A failed sync hands their seqs back
+// (nobody saw them). A SAY token remembers its seq for five minutes, so a
+// retransmitted SAY gets its first answer, held like any reply until that
+// answer's message is on disk.
+
+extension ChatService {
+    /// Members of the room.
+    public var memberCount: Int { room.members.count }
+    /// The newest message's seq (0 before the first).
+    public var lastSeq: UInt64 { room.lastSeq }
+    /// Messages history holds, oldest first.
+    public var history: [ChatMessage] { Array(room.history) }
+    /// The cookie `endpoint` must quote now (for tests and tools).
+    public func cookie(for endpoint: Endpoint) -> UInt64 { cookies.cookie(for: endpoint) }
+
+    // MARK: - Requests
+
+    /// A datagram from a member's endpoint: it is alive. Returns true when
+    /// the datagram was an ACK of one of its pushes, now handled.
+    mutating func heardFromMember(_ source: Endpoint, datagram: UnsafeRawBufferPointer, now: Instant) -> Bool {
+        let key = AddressKey(source.address)
+        guard room.members[key]?.endpoint == source else { return false }
+        room.members[key]!.lastHeard = now
+        guard let id = Self.ackID(datagram), let push = room.pushes[id], push.member == key else { return false }
+        room.pushes[id] = nil
+        timers.cancel(.push(id))
+        counters.acks += 1
+        if let index = room.members[key]!.pushes.firstIndex(of: id) { room.members[key]!.pushes.remove(at: index) }
+        pump(key, now: now)
+        return true
+    }
+
+    /// The id of `CHAT/1 <id> ACK` (with an optional newline), read without
+    /// the full parser: this runs before the rate limiter.
+    static func ackID(_ datagram: UnsafeRawBufferPointer) -> UInt32? {
+        var end = datagram.count
+        if end > 0, datagram[end - 1] == ASCII.newline {
+            end -= 1
+            if end > 0, datagram[end - 1] == ASCII.carriageReturn { end -= 1 }
+        }
+        let prefix = 7  // "CHAT/1 "
+        let suffix = 4  // " ACK"
+        guard end > prefix + suffix, end - prefix - suffix <= 10,
+            datagram[0] == UInt8(ascii: "C"), datagram[5] == UInt8(ascii: "1"), datagram[6] == ASCII.space,
+            datagram[end - 4] == ASCII.space, datagram[end - 3] == UInt8(ascii: "A"),
+            datagram[end - 2] == UInt8(ascii: "C"), datagram[end - 1] == UInt8(ascii: "K"),
+            datagram[1] == UInt8(ascii: "H"), datagram[2] == UInt8(ascii: "A"), datagram[3] == UInt8(ascii: "T"),
+            datagram[4] == UInt8(ascii: "/")
+        else { return nil }
+        return parseID(datagram[prefix..<(end - suffix)])
+    }
+
+    /// Answers a chat request (the cookie first); `invalid` is the detail of
+    /// a SAY whose text broke the rule. Returns whether `reply` is to be sent now.
+    mutating func handleChat(
+        _ request: ChatRequest, invalid: String? = nil, from source: Endpoint, socket: Int, size: Int, now: Instant,
+        reply: inout [UInt8]
+    ) -> Bool {
+        reply.removeAll(keepingCapacity: true)
+        let id = request.id
+        // An ACK that matched nothing: late (its push was acknowledged or
+        // given up) or stray. Nothing to answer.
+        guard let cookie = request.cookie else {
+            counters.dropped += 1
+            return false
+        }
+        guard cookies.isValid(cookie, for: source) else {
+            counters.cookieChallenges += 1
+            ChatReply.cookie(id: id, cookie: cookies.cookie(for: source), into: &reply)
+            guard reply.count <= Self.amplificationLimit * size else {
+                counters.amplificationDropped += 1
+                return false
+            }
+            return true
+        }
+        let key = AddressKey(source.address)
+        var mustHold = configuration.journaling && commits.isPending(source.address)
+        func error(_ reason: ErrorReason, _ detail: String? = nil) {
+            Response.error(id: id, reason: reason, detail: detail).write(into: &reply)
+        }
+        switch request {
+        case .join:
+            guard let name = registry.username(for: source.address) else {
+                error(.clientNotFound)
+                break
+            }
+            join(key, name: name, at: source, socket: socket, now: now)
+            ChatReply.success(id: id, into: &reply) {
+                ChatReply.field(name, to: &$0)
+                ChatReply.field(room.lastSeq, to: &$0)
+            }
+        case .leave:
+            guard room.members[key]?.endpoint == source else {
+                error(.notJoined)
+                break
+            }
+            drop(key, reason: .leave)
+            if let name = registry.username(for: source.address) {
+                ChatReply.success(id: id, into: &reply) { ChatReply.field(name, to: &$0) }
+            } else {
+                error(.clientNotFound)
+            }
+        case .say(_, _, let token, let text):
+            guard let name = registry.username(for: source.address) else {
+                error(.clientNotFound)
+                break
+            }
+            let tokenKey = TokenMemory.Key(address: key, token: token)
+            if invalid == nil, let seq = room.tokens.seq(for: tokenKey) {
+                // A retransmission: its first answer, once that is true.
+                ChatReply.success(id: id, into: &reply) { ChatReply.field(seq, to: &$0) }
+                mustHold = mustHold || seq > room.lastSeq
+                break
+            }
+            guard messageLimiter.allow(source.address, now: now) else {
+                error(.rateLimited)
+                break
+            }
+            if let invalid {
+                error(.invalidMessage, invalid)
+                break
+            }
+            let message = ChatMessage(seq: room.nextSeq, timeMilliseconds: wallClock, from: name, text: text)
+            room.nextSeq += 1
+            room.tokens.remember(tokenKey, seq: message.seq, now: now)
+            dirty = true
+            ChatReply.success(id: id, into: &reply) { ChatReply.field(message.seq, to: &$0) }
+            let accepted = Event.messageAccepted(seq: message.seq, from: name, client: source, bytes: text.count)
+            if configuration.journaling {
+                let transmit = Transmit(destination: source, socket: socket, bytes: reply)
+                commits.record(
+                    message: message,
+                    reply: Held(
+                        transmit: transmit, requestSize: size, ifSyncFails: .refuse(id: id), event: accepted,
+                        publish: message))
+                return false
+            }
+            events.append(accepted)
+            publish(message, now: now)
+        case .who(_, _, let after):
+            guard registry.username(for: source.address) != nil else {
+                error(.clientNotFound)
+                break
+            }
+            writeWho(id: id, after: after, into: &reply)
+        case .history(_, _, let after):
+            guard room.members[key]?.endpoint == source else {
+                error(.notJoined)
+                break
+            }
+            let wanted = after == .max ? after : after + 1
+            let oldest = room.history.first?.seq ?? room.lastSeq + 1
+            room.members[key]!.next = min(max(wanted, oldest), room.lastSeq + 1)
+            ChatReply.success(id: id, into: &reply) {
+                ChatReply.field(max(wanted, oldest), to: &$0)
+                ChatReply.field(room.lastSeq, to: &$0)
+            }
+            pump(key, now: now)
+        case .ack:
+            break
+        }
+        guard mustHold else { return true }
+        // The answer reflects a change not yet on disk: it waits for it, and
+        // if the sync fails the change did not happen.
+        commits.hold(
+            Held(
+                transmit: Transmit(destination: source, socket: socket, bytes: reply), requestSize: size,
+                ifSyncFails: .refuse(id: id)))
+        return false
+    }
+
+    /// `SUCCESS <count> <name> …`: every member's name after `after`,
+    /// case-insensitively sorted, as many as fit in one datagram.
+    private func writeWho(id: UInt32, after: Username?, into reply: inout [UInt8]) {
+        var names = room.members.values.compactMap { registry.username(for: $0.endpoint.address) }
+        let count = names.count
+        if let after {
+            let floor = after.folded
+            names.removeAll { $0.folded <= floor }
+        }
+        names.sort { ($0.folded, $0.text) < ($1.folded, $1.text) }
+        ChatReply.success(id: id, into: &reply) { buffer in
+            ChatReply.field(UInt64(count), to: &buffer)
+            for name in names {
+                guard buffer.count + 1 + name.text.utf8.count <= maxDatagramSize else { break }
+                ChatReply.field(name, to: &buffer)
+            }
+        }
+    }
+
+    // MARK: - Membership
+
+    private mutating func join(_ key: AddressKey, name: Username, at source: Endpoint, socket: Int, now: Instant) {
+        if let member = room.members[key] {
+            room.members[key]!.lastHeard = now
+            guard member.endpoint != source else { return }  // the keepalive
+            // Moved: pushes in flight are retransmitted to the new endpoint.
+            room.members[key]!.endpoint = source
+            room.members[key]!.socket = socket
+        } else {
+            room.members[key] = Member(endpoint: source, socket: socket, next: room.lastSeq + 1, lastHeard: now)
+            timers.schedule(.presence(key), at: now + configuration.room.presenceTTL)
+        }
+        events.append(.memberJoined(name, client: source))
+    }
+
+    /// Removes a member with everything in flight to it, and says why.
+    mutating func drop(_ key: AddressKey, reason: LeaveReason) {
+        guard let member = room.members.removeValue(forKey: key) else { return }
+        for id in member.pushes {
+            room.pushes[id] = nil
+            timers.cancel(.push(id))
+        }
+        timers.cancel(.presence(key))
+        if reason != .leave { counters.membersDropped += 1 }
+        events.append(
+            .memberLeft(registry.username(for: member.endpoint.address), client: member.endpoint, reason: reason))
+    }
+
+    /// After a failed sync undid registrations: their members go.
+    mutating func dropUnregisteredMembers() {
+        for (key, member) in room.members where registry.username(for: member.endpoint.address) == nil {
+            drop(key, reason: .unregistered)
+        }
+    }
+
+    mutating func presenceDue(_ key: AddressKey, now: Instant) {
+        guard let member = room.members[key] else { return }
+        let deadline = member.lastHeard + configuration.room.presenceTTL
+        if deadline <= now {
+            drop(key, reason: .timeout)
+        } else {
+            timers.schedule(.presence(key), at: deadline)
+        }
+    }
+
+    // MARK: - Messages and pushes
+
+    /// Puts an accepted message (on disk, with a journal) into history and
+    /// starts pushing it.
+    mutating func publish(_ message: ChatMessage, now: Instant) {
+        room.history.append(message)
+        room.lastSeq = message.seq
+        counters.messagesAccepted += 1
+        for key in Array(room.members.keys) { pump(key, now: now) }
+    }
+
+    /// Sends a member's next pushes while its window has room.
+    private mutating func pump(_ key: AddressKey, now: Instant) {
+        guard var member = room.members[key] else { return }
+        if let oldest = room.history.first?.seq, member.next < oldest {
+            drop(key, reason: .behind)
+            return
+        }
+        while member.pushes.count < configuration.room.window, member.next <= room.lastSeq,
+            let message = room.history.message(atOrAfter: member.next)
+        {
+            let id = room.newPushID()
+            room.pushes[id] = Push(member: key, seq: message.seq, attempts: 1)
+            member.pushes.append(id)
+            member.next = message.seq + 1
+            send(id, message, to: member)
+            timers.schedule(.push(id), at: now + retryDelay(afterSend: 1))
+        }
+        room.members[key] = member
+    }
+
+    private mutating func send(_ id: UInt32, _ message: ChatMessage, to member: Member) {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(64 + message.text.count)
+        ChatReply.push(id: id, message, into: &bytes)
+        transmits.append(Transmit(destination: member.endpoint, socket: member.socket, bytes: bytes))
+        counters.pushes += 1
+    }
+
+    mutating func pushTimedOut(_ id: UInt32, now: Instant) {
+        guard var push = room.pushes[id] else { return }
+        guard let member = room.members[push.member] else {
+            room.pushes[id] = nil
+            return
+        }
+        guard push.attempts < configuration.room.maxAttempts else {
+            drop(push.member, reason: .unreachable)
+            return
+        }
+        guard let message = room.history.message(atOrAfter: push.seq), message.seq == push.seq else {
+            drop(push.member, reason: .behind)
+            return
+        }
+        push.attempts += 1
+        room.pushes[id] = push
+        send(id, message, to: member)
+        counters.retransmissions += 1
+        timers.schedule(.push(id), at: now + retryDelay(afterSend: push.attempts))
+    }
+
+    /// timeout × backoff^(n-1) after the n-th send, at most a day.
+    private func retryDelay(afterSend n: Int) -> Duration {
+        var nanoseconds = Double(configuration.room.deliveryTimeout.nanoseconds)
+        for _ in 1..<max(n, 1) { nanoseconds *= configuration.room.backoff }
+        return .nanoseconds(Int64(min(nanoseconds, 86_400e9)))
+    }
+}
