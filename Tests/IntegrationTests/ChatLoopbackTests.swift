@@ -1,0 +1,198 @@
+// The chat room through the built chatd over loopback: raw CHAT/1 clients
+// (RawChatClient) for what needs precise control, the `chat` binary for what
+// people run.
+
+import ChatCore
+import ChatSystem
+import Foundation
+import Testing
+
+/// A chat client speaking CHAT/1 by hand from one loopback endpoint: it
+/// answers COOKIE, ACKs every push it sees and keeps them by seq.
+final class RawChatClient {
+    let socket: UDPSocket
+    let server: Endpoint
+    var cookie: UInt64 = 0
+    private var nextID: UInt32 = 1000
+    /// Pushes received, by seq (each ACKed, duplicates too).
+    private(set) var received: [UInt64: ChatMessage] = [:]
+    private(set) var duplicates = 0
+
+    init(source: String, port: UInt16) throws {
+        let address = IPAddress(source)!
+        socket = try UDPSocket(binding: Endpoint(address, port: 0))
+        server = Endpoint(address.isIPv4 ? .loopbackIPv4 : .loopbackIPv6, port: port)
+    }
+
+    deinit { try? socket.close() }
+
+    func newID() -> UInt32 {
+        nextID += 1
+        return nextID
+    }
+
+    /// Sends `request` (with the current cookie, again after COOKIE) and
+    /// returns the answer to it; pushes on the way are ACKed and kept.
+    func ask(_ request: ChatRequest, timeout: Duration = .seconds(2)) throws -> ChatInbound? {
+        for _ in 0..<3 {
+            let attempt = request.with(cookie: cookie).with(id: newID())
+            _ = try socket.send(attempt.bytes, to: server)
+            guard let answer = try receive(until: ContinuousClock.now + timeout, id: attempt.id) else { return nil }
+            if case .cookie(_, let value) = answer {
+                cookie = value
+                continue
+            }
+            return answer
+        }
+        return nil
+    }
+
+    /// Sends a request without waiting (the caller collects answers with `collect`).
+    func send(_ request: ChatRequest) throws {
+        _ = try socket.send(request.with(cookie: cookie).bytes, to: server)
+    }
+
+    /// Handles datagrams until `deadline`, returning the first answer with
+    /// `id` (nil: none came); with no id, runs to the deadline.
+    @discardableResult
+    func receive(until deadline: ContinuousClock.Instant, id: UInt32? = nil) throws -> ChatInbound? {
+        while true {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return nil }
+            let milliseconds = Int32(max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
+            guard try socket.waitReadable(timeoutMilliseconds: milliseconds) else { continue }
+            guard case .processed(let (bytes, _)) = try socket.receive(), let inbound = ChatInbound(bytes) else { continue }
+            if case .message(let sid, let message) = inbound {
+                _ = try socket.send(ChatRequest.ack(id: sid).bytes, to: server)
+                if received[message.seq] != nil { duplicates += 1 }
+                received[message.seq] = message
+                continue
+            }
+            if let id, inbound.id == id { return inbound }
+            if id == nil { answers.append(inbound) }
+        }
+    }
+
+    /// Answers seen by `receive` without an id to wait for.
+    var answers: [ChatInbound] = []
+
+    /// Registers `name`.
+    func introduce(_ name: String) throws {
+        let id = newID()
+        _ = try socket.send(Array("CHAT/1 \(id) INTRODUCE \(name)".utf8), to: server)
+        guard try socket.waitReadable(timeoutMilliseconds: 2000), case .processed(let (bytes, _)) = try socket.receive(),
+            String(decoding: bytes, as: UTF8.self) == "CHAT/1 \(id) SUCCESS \(name)"
+        else { throw TestFailure(description: "INTRODUCE \(name) was not answered SUCCESS") }
+    }
+
+    /// Receives pushes until it holds every seq in `seqs` or `timeout` passes.
+    func awaitMessages(_ seqs: ClosedRange<UInt64>, timeout: Duration = .seconds(10)) throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if seqs.allSatisfy({ received[$0] != nil }) { return true }
+            try receive(until: min(deadline, ContinuousClock.now + .milliseconds(50)))
+        }
+        return seqs.allSatisfy { received[$0] != nil }
+    }
+}
+
+func seq(of answer: ChatInbound?) -> UInt64? {
+    guard case .success(_, let fields)? = answer, fields.count == 1 else { return nil }
+    return UInt64(fields[0])
+}
+
+@Suite(.serialized) struct ChatLoopbackTests {
+    /// Two members and a non-member poster: everyone's transcript holds
+    /// the same messages under the same seqs, pushed to both members.
+    @Test func membersReceiveEveryMessageInSeqOrder() throws {
+        let daemon = try Daemon()
+        try daemon.start()
+        let alice = try RawChatClient(source: "127.0.0.61", port: daemon.port)
+        let bob = try RawChatClient(source: "127.0.0.62", port: daemon.port)
+        let carol = try RawChatClient(source: "127.0.0.63", port: daemon.port)
+        try alice.introduce("alice")
+        try bob.introduce("bob")
+        try carol.introduce("carol")
+        #expect(try alice.ask(.join(id: 0, cookie: 0)) != nil)
+        guard case .success(_, let fields)? = try bob.ask(.join(id: 0, cookie: 0)) else {
+            Issue.record("bob's JOIN failed")
+            return
+        }
+        #expect(fields == ["bob", "0"])
+        var posted: [UInt64: String] = [:]
+        for (index, client) in [alice, bob, carol, carol, alice].enumerated() {
+            let text = "message \(index) from \(client === carol ? "carol" : "a member")"
+            let answer = try client.ask(.say(id: 0, cookie: 0, token: UInt64(index + 1), text: Array(text.utf8)))
+            guard let seq = seq(of: answer) else {
+                Issue.record("SAY not answered with a seq: \(String(describing: answer))")
+                return
+            }
+            posted[seq] = text
+        }
+        #expect(Set(posted.keys) == Set(1...5))
+        for member in [alice, bob] {
+            #expect(try member.awaitMessages(1...5))
+            #expect(member.received.mapValues(\.textString) == posted)
+        }
+        #expect(carol.received.isEmpty, "a non-member was pushed messages")
+        #expect(try daemon.stop() == 0)
+    }
+
+    /// SIGKILL at random moments while senders post, 20 times over: after
+    /// every restart every message that got SUCCESS is in history with its
+    /// text, and no seq was ever given to two messages.
+    @Test func noAcknowledgedMessageIsLostAndNoSeqReusedAcrossKill9() throws {
+        let daemon = try Daemon(extraConfig: "snapshot_interval_s = 1")
+        var acknowledged: [UInt64: String] = [:]
+        var reused: [String] = []
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<20 {
+            try daemon.start()
+            let senders = try (0..<8).map { i in try RawChatClient(source: "127.102.\(round).\(i + 1)", port: daemon.port) }
+            for (i, sender) in senders.enumerated() {
+                try sender.introduce("k\(round)s\(i)")
+                // Learn the cookie; WHO changes nothing.
+                _ = try sender.ask(.who(id: 0, cookie: 0, after: nil))
+            }
+            var texts: [[UInt32: String]] = Array(repeating: [:], count: senders.count)
+            for k in 0..<5 {
+                for (i, sender) in senders.enumerated() {
+                    let text = "r\(round) s\(i) m\(k)"
+                    let id = sender.newID()
+                    texts[i][id] = text
+                    try sender.send(.say(id: id, cookie: 0, token: UInt64(k + 1), text: Array(text.utf8)))
+                }
+            }
+            Thread.sleep(forTimeInterval: Double.random(in: 0...0.02, using: &generator))
+            try daemon.stop(signal: SIGKILL)
+            for (i, sender) in senders.enumerated() {
+                try sender.receive(until: ContinuousClock.now + .milliseconds(20))
+                for answer in sender.answers {
+                    guard let seq = seq(of: answer), let text = texts[i][answer.id] else { continue }
+                    if let earlier = acknowledged[seq], earlier != text { reused.append("\(seq): \(earlier) / \(text)") }
+                    acknowledged[seq] = text
+                }
+            }
+        }
+        try daemon.start()
+        let reader = try RawChatClient(source: "127.102.99.1", port: daemon.port)
+        try reader.introduce("reader")
+        guard case .success(_, let joined)? = try reader.ask(.join(id: 0, cookie: 0)), joined.count == 2,
+            let last = UInt64(joined[1])
+        else {
+            Issue.record("the reader could not join")
+            return
+        }
+        #expect(try reader.ask(.history(id: 0, cookie: 0, afterSeq: 0)) != nil)
+        let highest = acknowledged.keys.max() ?? 0
+        #expect(last >= highest)
+        #expect(try reader.awaitMessages(1...max(last, 1), timeout: .seconds(30)))
+        let lost = acknowledged.filter { reader.received[$0.key]?.textString != $0.value }
+        #expect(lost.isEmpty, "lost or changed: \(Array(lost.prefix(5)))")
+        #expect(reused.isEmpty, "seqs given twice: \(reused.prefix(5))")
+        #expect(acknowledged.count > 0)
+        let next = try reader.ask(.say(id: 0, cookie: 0, token: 1, text: Array("after".utf8)))
+        #expect(seq(of: next).map { $0 > highest } == true)
+        #expect(try daemon.stop() == 0)
+    }
+}
