@@ -147,6 +147,17 @@ extension ChatService {
                 error(.invalidMessage, invalid)
                 break
             }
+            if !configuration.journaling {
+                // Claim more seqs on disk well before these run out.
+                if room.nextSeq + Self.seqReservation / 2 > seqsReserved {
+                    dirty = true
+                    startSnapshot()
+                }
+                guard room.nextSeq <= seqsReserved else {
+                    error(.unavailable)
+                    break
+                }
+            }
             let message = ChatMessage(seq: room.nextSeq, timeMilliseconds: wallClock, from: name, text: text)
             room.nextSeq += 1
             room.tokens.remember(tokenKey, seq: message.seq, now: now)
@@ -176,10 +187,12 @@ extension ChatService {
                 break
             }
             let wanted = after == .max ? after : after + 1
-            let oldest = room.history.first?.seq ?? room.lastSeq + 1
-            room.members[key]!.next = min(max(wanted, oldest), room.lastSeq + 1)
+            // The first held message from `wanted` on: past a gap when older
+            // ones are gone (or, after a crash without a journal, were never kept).
+            let first = room.history.message(atOrAfter: wanted)?.seq ?? max(wanted, room.lastSeq + 1)
+            room.members[key]!.next = min(first, room.lastSeq + 1)
             ChatReply.success(id: id, into: &reply) {
-                ChatReply.field(max(wanted, oldest), to: &$0)
+                ChatReply.field(first, to: &$0)
                 ChatReply.field(room.lastSeq, to: &$0)
             }
             pump(key, now: now)

@@ -212,7 +212,12 @@ public struct ChatService {
     private var journalLength: Int
     /// The registry or the history changed since the last snapshot started.
     var dirty = false
-    private var snapshotInFlight: (covers: Int, users: Int)?
+    private var snapshotInFlight: (covers: Int, users: Int, seqsThrough: UInt64)?
+    /// Without a journal: the seq the history file on disk reserves up to.
+    /// Messages are pushed before they reach the disk then, so the file
+    /// claims seqs ahead of use; after a crash seqs go on past the claim,
+    /// and no seq anyone saw is given again.
+    var seqsReserved: UInt64
     private var compacting = false
     private var stopping = false
 
@@ -252,11 +257,14 @@ public struct ChatService {
     ///   - history: the room's messages as loaded from the history file and
     ///     the journal, oldest first; `lastSeq` the newest seq ever given
     ///     that is known (the history file keeps it when history is empty).
+    ///   - seqsReserved: without a journal, the seq the history file on
+    ///     disk claims up to (the shell writes a claim before serving).
     ///   - seed: random, for the rate limiters' hashes, the cookie secrets and push ids.
     public init(
         configuration: Configuration, registry: Registry, journalLength: Int, history: [ChatMessage] = [],
-        lastSeq: UInt64 = 0, now: Instant, seed: UInt64
+        lastSeq: UInt64 = 0, seqsReserved: UInt64? = nil, now: Instant, seed: UInt64
     ) {
+        self.seqsReserved = seqsReserved ?? lastSeq + Self.seqReservation
         precondition(configuration.snapshotInterval > .zero, "a snapshot interval must be positive")
         self.configuration = configuration
         self.registry = registry
@@ -471,26 +479,33 @@ public struct ChatService {
         }
     }
 
-    private mutating func startSnapshot() {
+    mutating func startSnapshot() {
         guard dirty, snapshotInFlight == nil, !compacting, !stopping else { return }
         queueSnapshot()
     }
 
+    /// Seqs the history file claims ahead of use without a journal: at
+    /// 5 messages a second from each of 100 addresses, about 20 s' worth.
+    public static let seqReservation: UInt64 = 10_000
+
     private mutating func queueSnapshot() {
         let confirmed = commits.confirmedNames
         let users = registry.count - confirmed.values.count { $0 == nil }
-        snapshotInFlight = (journalLength, users)
+        // The final snapshot claims no seq ahead: nothing is given after it.
+        let seqsThrough = configuration.journaling || stopping ? room.lastSeq : room.lastSeq + Self.seqReservation
+        snapshotInFlight = (journalLength, users, seqsThrough)
         // Pending changes left out now must go into a later snapshot.
         dirty = !confirmed.isEmpty
         storageWork.append(
             .writeSnapshot(
                 SnapshotJob(
                     records: registry.records, replacing: confirmed, users: users, messages: Array(room.history),
-                    lastSeq: room.lastSeq)))
+                    lastSeq: seqsThrough)))
     }
 
     public mutating func snapshotWritten(_ report: SnapshotReport) {
         guard let written = snapshotInFlight.take() else { return }
+        seqsReserved = max(seqsReserved, written.seqsThrough)
         lastSnapshot = report.savedAt
         snapshotError = nil
         events.append(.snapshotWritten(report, users: written.users))
@@ -574,6 +589,7 @@ public struct ChatService {
     public mutating func stop() {
         stopping = true
         timers.cancel(.snapshot)
+        timers.cancel(.cookieRotation)
     }
 
     /// Whether the shell waits for the journal thread (a group or a compaction in flight).

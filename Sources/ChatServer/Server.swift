@@ -84,11 +84,14 @@ public final class Server {
     ///   - signals: created before any thread started, so SIGTERM, SIGINT and
     ///     SIGHUP are blocked everywhere and arrive here.
     ///   - history: the chat room's messages and newest seq, as loaded.
+    ///   - seqsReserved: with durability "periodic", the seq the history
+    ///     file claims up to (see ChatService.seqsReserved).
     ///   - journal: the journal to append to and compact (durability "sync"; nil otherwise).
     ///   - reloadConfig: reads and checks the config again for SIGHUP.
     ///   - clock: the monotonic clock (tests may pass another).
     public init(
         settings: Settings, registry: Registry, history: (messages: [ChatMessage], lastSeq: UInt64) = ([], 0),
+        seqsReserved: UInt64? = nil,
         sockets: [UDPSocket], origin: SocketOrigin, signals: SignalFD,
         journal: JournalWriter?, logger: Logger, reloadConfig: @escaping () throws -> Config,
         clock: @escaping @Sendable () -> Instant = SystemClock.monotonicNow
@@ -106,7 +109,8 @@ public final class Server {
         let now = clock()
         service = ChatService(
             configuration: settings.service, registry: registry, journalLength: journal?.initialLength ?? 0,
-            history: history.messages, lastSeq: history.lastSeq, now: now, seed: .random(in: .min ... .max))
+            history: history.messages, lastSeq: history.lastSeq, seqsReserved: seqsReserved, now: now,
+            seed: .random(in: .min ... .max))
         nextHousekeeping = now + .seconds(1)
         watchdogInterval = Systemd.watchdogInterval().map { $0 / 2 }
         nextWatchdog = now

@@ -175,6 +175,16 @@ struct Chatd: ParsableCommand {
                 "journal.path": "\(journalPath)", "journal.lines": "\(recovery.lines)",
             ])
         }
+        var seqsReserved: UInt64?
+        if serverSettings.durability == .periodic {
+            // Messages are pushed before they reach the disk: claim seqs
+            // ahead, so that after a crash none anyone saw is given again.
+            let claim = history.lastSeq + ChatService.seqReservation
+            try orExit("cannot write the chat history \(historyPath)") {
+                try FileSystem.writeAtomically(HistoryFile.encode(history.messages, lastSeq: claim), toPath: historyPath)
+            }
+            seqsReserved = claim
+        }
         let loadTime = SystemClock.monotonicNow() - loadStart
         if recovery.droppedBytes > 0 {
             logger.warning("journal ended in a torn line from a crash during a write; dropped it (it was never confirmed)", metadata: [
@@ -189,7 +199,8 @@ struct Chatd: ParsableCommand {
         let configPath = config
         let server = try orExit("cannot start the event loop") {
             try Server(
-                settings: serverSettings, registry: registry, history: history, sockets: sockets, origin: origin,
+                settings: serverSettings, registry: registry, history: history, seqsReserved: seqsReserved,
+                sockets: sockets, origin: origin,
                 signals: signals,
                 journal: journal, logger: logger,
                 reloadConfig: { try Config.load(path: configPath, read: FileSystem.readFile(atPath:)) })

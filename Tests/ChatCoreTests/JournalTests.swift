@@ -128,16 +128,16 @@ private func checksummed(_ body: String) -> [UInt8] {
     /// A newer chatd's record is a change this one cannot apply; skipping it
     /// would lose it, so replay refuses, even when it is the last line.
     @Test func anUnknownRecordTypeIsRefused() {
-        let message = checksummed(#"{"type": "message", "ip": "127.0.0.5", "text": "hi"}"#)
+        let message = checksummed(#"{"type": "reaction", "seq": 4, "emoji": "+1"}"#)
         var registry = Registry(maxUsers: 10)
-        let error = Journal.DamageError(line: 3, reason: .unknownRecordType("message"))
+        let error = Journal.DamageError(line: 3, reason: .unknownRecordType("reaction"))
         #expect(throws: error) {
             try Journal.replay(Journal.header + record(.v4(1), "alice") + message, into: &registry)
         }
         #expect(throws: error) {
             try Journal.replay(Journal.header + record(.v4(1), "alice") + message + record(.v4(2), "bob"), into: &registry)
         }
-        #expect(error.description == #"journal line 3 is a record of unknown type "message" (written by a newer chatd?)"#)
+        #expect(error.description == #"journal line 3 is a record of unknown type "reaction" (written by a newer chatd?)"#)
         // Whatever bytes the type holds, the message stays one printable line.
         let odd = Journal.DamageError(line: 3, reason: .unknownRecordType("a\u{1b}[2J\nb"))
         #expect(odd.description.contains(#""a\u{1B}[2J\nb""#))

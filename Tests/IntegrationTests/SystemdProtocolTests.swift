@@ -58,7 +58,7 @@ struct SystemdProtocolTests {
         try daemon.start(environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"])
 
         let ready = try #require(notify.waitFor("READY=1"))
-        #expect(ready.contains("STATUS=serving 0 users on 127.0.0.1:\(daemon.port), last snapshot never"))
+        #expect(ready.contains("STATUS=serving 0 users and 0 room members on 127.0.0.1:\(daemon.port), last snapshot never"))
         // WatchdogSec=0.4s: pings at half that, from the loop.
         #expect(notify.waitFor("WATCHDOG=1") != nil)
 
