@@ -68,8 +68,15 @@ public struct Config: Equatable, Sendable {
         }
 
         /// The journal beside the snapshot: registry.json -> registry.journal.
-        public var journalPath: String {
-            (snapshotPath.hasSuffix(".json") ? String(snapshotPath.dropLast(5)) : snapshotPath) + ".journal"
+        public var journalPath: String { besideSnapshot(".journal") }
+
+        /// The chat history beside the snapshot: registry.json -> registry.history.
+        public var historyPath: String { besideSnapshot(".history") }
+
+        // One rule for every file derived from the snapshot's name, so an
+        // operator finds them all by that name and none can collide.
+        private func besideSnapshot(_ suffix: String) -> String {
+            (snapshotPath.hasSuffix(".json") ? String(snapshotPath.dropLast(5)) : snapshotPath) + suffix
         }
     }
 

@@ -53,6 +53,15 @@ private func rejection(_ text: String) -> ConfigError? {
         #expect(config.log.level == .info)
     }
 
+    @Test func filesBesideTheSnapshotShareItsName() {
+        let registry = Config.defaults.registry
+        #expect(registry.journalPath == "/var/lib/chatd/registry.journal")
+        #expect(registry.historyPath == "/var/lib/chatd/registry.history")
+        let bare = Config.Registry(snapshotPath: "/srv/chat/state")
+        #expect(bare.journalPath == "/srv/chat/state.journal")
+        #expect(bare.historyPath == "/srv/chat/state.history")
+    }
+
     @Test func shippedFileIsExactlyTheDefaults() throws {
         let file = URL(fileURLWithPath: #filePath)
             .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
