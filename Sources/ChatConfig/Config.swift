@@ -2,10 +2,11 @@
 // config file leaves a key out.
 //
 // Both executables share this one description: chatd reads [server],
-// [registry], [limits] and [log], the chat client reads [client]. Every key has a
-// default so that an empty or missing file is a working configuration, and
-// the values here are only ever built by `Config.parse` (which checks them) or
-// by code that constructs them directly, as tests do.
+// [registry], [limits], [chat], [delivery] and [log], the chat client reads
+// [client]. Every key has a default so that an empty or missing file is a
+// working configuration, and the values here are only ever built by
+// `Config.parse` (which checks them) or by code that constructs them
+// directly, as tests do.
 
 import ChatCore
 
@@ -34,16 +35,21 @@ public struct Config: Equatable, Sendable {
         public var maxAttempts: Int
         /// The factor each retry's wait grows by; 1.0 keeps it fixed.
         public var backoff: Double
+        /// How often `chat talk` sends JOIN: it keeps the member present on
+        /// the server and the NAT's mapping for its UDP flow open, so it must
+        /// stay below both chat.presence_ttl_s and common NAT timeouts (30 s).
+        public var keepaliveSeconds: Int
 
         public init(
             server: String = "127.0.0.1", port: UInt16 = 7447, timeoutMilliseconds: Int = 500,
-            maxAttempts: Int = 5, backoff: Double = 2.0
+            maxAttempts: Int = 5, backoff: Double = 2.0, keepaliveSeconds: Int = 25
         ) {
             self.server = server
             self.port = port
             self.timeoutMilliseconds = timeoutMilliseconds
             self.maxAttempts = maxAttempts
             self.backoff = backoff
+            self.keepaliveSeconds = keepaliveSeconds
         }
     }
 
@@ -70,9 +76,11 @@ public struct Config: Equatable, Sendable {
         /// The journal beside the snapshot: registry.json -> registry.journal.
         public var journalPath: String { besideSnapshot(".journal") }
 
-        /// The chat room's history beside the snapshot: registry.json -> registry.history.
+        /// The chat history beside the snapshot: registry.json -> registry.history.
         public var historyPath: String { besideSnapshot(".history") }
 
+        // One rule for every file derived from the snapshot's name, so an
+        // operator finds them all by that name and none can collide.
         private func besideSnapshot(_ suffix: String) -> String {
             (snapshotPath.hasSuffix(".json") ? String(snapshotPath.dropLast(5)) : snapshotPath) + suffix
         }
@@ -92,6 +100,48 @@ public struct Config: Equatable, Sendable {
         }
     }
 
+    /// The chat room: how much it remembers, how long a silent member stays
+    /// in it, and how fast one address may talk. Reloadable.
+    public struct Chat: Equatable, Sendable {
+        /// Messages kept for HISTORY and across restarts.
+        public var history: Int
+        /// A member from whose address nothing arrives this long is dropped.
+        public var presenceTTLSeconds: Int
+        /// SAY messages per second each address may send on average; 0 turns limiting off.
+        public var messagesPerSecond: Double
+        /// How many SAY messages an address may send at once.
+        public var messagesBurst: Int
+
+        public init(
+            history: Int = 2048, presenceTTLSeconds: Int = 120, messagesPerSecond: Double = 5, messagesBurst: Int = 20
+        ) {
+            self.history = history
+            self.presenceTTLSeconds = presenceTTLSeconds
+            self.messagesPerSecond = messagesPerSecond
+            self.messagesBurst = messagesBurst
+        }
+    }
+
+    /// How the server retries the pushes it sends to members until they
+    /// acknowledge them. Reloadable.
+    public struct Delivery: Equatable, Sendable {
+        /// How long the first send of a push waits for its acknowledgement.
+        public var timeoutMilliseconds: Int
+        /// The factor each resend's wait grows by; 1.0 keeps it fixed.
+        public var backoff: Double
+        /// Sends of one push, the first included, before its member is dropped.
+        public var maxAttempts: Int
+        /// Pushes in flight to one member at once.
+        public var window: Int
+
+        public init(timeoutMilliseconds: Int = 1000, backoff: Double = 2.0, maxAttempts: Int = 5, window: Int = 8) {
+            self.timeoutMilliseconds = timeoutMilliseconds
+            self.backoff = backoff
+            self.maxAttempts = maxAttempts
+            self.window = window
+        }
+    }
+
     public struct Log: Equatable, Sendable {
         /// The least severe level that is written.
         public var level: LogLevel
@@ -108,16 +158,20 @@ public struct Config: Equatable, Sendable {
     public var client: Client
     public var registry: Registry
     public var limits: Limits
+    public var chat: Chat
+    public var delivery: Delivery
     public var log: Log
 
     public init(
         server: Server = Server(), client: Client = Client(), registry: Registry = Registry(), limits: Limits = Limits(),
-        log: Log = Log()
+        chat: Chat = Chat(), delivery: Delivery = Delivery(), log: Log = Log()
     ) {
         self.server = server
         self.client = client
         self.registry = registry
         self.limits = limits
+        self.chat = chat
+        self.delivery = delivery
         self.log = log
     }
 

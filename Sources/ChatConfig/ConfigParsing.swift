@@ -20,9 +20,11 @@ extension Config {
     /// rendered.
     static let schema: [(section: String, keys: [String])] = [
         ("server", ["bind", "port"]),
-        ("client", ["server", "port", "timeout_ms", "max_attempts", "backoff"]),
+        ("client", ["server", "port", "timeout_ms", "max_attempts", "backoff", "keepalive_s"]),
         ("registry", ["snapshot_path", "snapshot_interval_s", "max_users", "durability"]),
         ("limits", ["rate_per_ip", "burst_per_ip"]),
+        ("chat", ["history", "presence_ttl_s", "messages_per_s", "messages_burst"]),
+        ("delivery", ["timeout_ms", "backoff", "max_attempts", "window"]),
         ("log", ["level", "target"]),
     ]
 
@@ -32,10 +34,21 @@ extension Config {
     public static let timeoutMillisecondsRange = 1...600_000
     public static let maxAttemptsRange = 1...100
     static let backoffRange = 1.0...10.0
+    // Public so that a keepalive flag of `chat talk` can accept exactly what
+    // the file would.
+    public static let keepaliveSecondsRange = 1...3_600
     static let snapshotIntervalSecondsRange = 1...86_400
     static let maxUsersRange = 1...100_000_000
     static let ratePerIPRange = 0.0...1_000_000.0
     static let burstPerIPRange = 0...1_000_000
+    static let historyRange = 1...1_000_000
+    static let presenceTTLSecondsRange = 2...86_400
+    static let messagesPerSecondRange = 0.0...10_000.0
+    static let messagesBurstRange = 1...100_000
+    static let deliveryTimeoutMillisecondsRange = 10...600_000
+    static let deliveryBackoffRange = 1.0...10.0
+    static let deliveryMaxAttemptsRange = 1...100
+    static let windowRange = 1...1_024
 
     /// Parses and checks the text of a config file. `path` is used only to
     /// name the file in errors. Missing sections and keys take their defaults.
@@ -94,6 +107,8 @@ extension Config {
         config.client.maxAttempts = try client.integer(
             "max_attempts", in: maxAttemptsRange, default: defaults.client.maxAttempts)
         config.client.backoff = try client.number("backoff", in: backoffRange, default: defaults.client.backoff)
+        config.client.keepaliveSeconds = try client.integer(
+            "keepalive_s", in: keepaliveSecondsRange, default: defaults.client.keepaliveSeconds)
 
         let registry = sections["registry"]!
         config.registry.snapshotPath = try registry.value(
@@ -119,6 +134,24 @@ extension Config {
         config.limits.ratePerIP = try limits.number("rate_per_ip", in: ratePerIPRange, default: defaults.limits.ratePerIP)
         config.limits.burstPerIP = try limits.integer(
             "burst_per_ip", in: burstPerIPRange, default: defaults.limits.burstPerIP)
+
+        let chat = sections["chat"]!
+        config.chat.history = try chat.integer("history", in: historyRange, default: defaults.chat.history)
+        config.chat.presenceTTLSeconds = try chat.integer(
+            "presence_ttl_s", in: presenceTTLSecondsRange, default: defaults.chat.presenceTTLSeconds)
+        config.chat.messagesPerSecond = try chat.number(
+            "messages_per_s", in: messagesPerSecondRange, default: defaults.chat.messagesPerSecond)
+        config.chat.messagesBurst = try chat.integer(
+            "messages_burst", in: messagesBurstRange, default: defaults.chat.messagesBurst)
+
+        let delivery = sections["delivery"]!
+        config.delivery.timeoutMilliseconds = try delivery.integer(
+            "timeout_ms", in: deliveryTimeoutMillisecondsRange, default: defaults.delivery.timeoutMilliseconds)
+        config.delivery.backoff = try delivery.number(
+            "backoff", in: deliveryBackoffRange, default: defaults.delivery.backoff)
+        config.delivery.maxAttempts = try delivery.integer(
+            "max_attempts", in: deliveryMaxAttemptsRange, default: defaults.delivery.maxAttempts)
+        config.delivery.window = try delivery.integer("window", in: windowRange, default: defaults.delivery.window)
 
         let log = sections["log"]!
         config.log.level = try log.oneOf("level", default: defaults.log.level)

@@ -21,6 +21,7 @@ extension Config {
                     ("timeout_ms", "\(client.timeoutMilliseconds)"),
                     ("max_attempts", "\(client.maxAttempts)"),
                     ("backoff", Self.float(client.backoff)),
+                    ("keepalive_s", "\(client.keepaliveSeconds)"),
                 ]
             ),
             (
@@ -33,6 +34,24 @@ extension Config {
                 ]
             ),
             ("limits", [("rate_per_ip", "\(limits.ratePerIP)"), ("burst_per_ip", "\(limits.burstPerIP)")]),
+            (
+                "chat",
+                [
+                    ("history", "\(chat.history)"),
+                    ("presence_ttl_s", "\(chat.presenceTTLSeconds)"),
+                    ("messages_per_s", Self.float(chat.messagesPerSecond)),
+                    ("messages_burst", "\(chat.messagesBurst)"),
+                ]
+            ),
+            (
+                "delivery",
+                [
+                    ("timeout_ms", "\(delivery.timeoutMilliseconds)"),
+                    ("backoff", Self.float(delivery.backoff)),
+                    ("max_attempts", "\(delivery.maxAttempts)"),
+                    ("window", "\(delivery.window)"),
+                ]
+            ),
             ("log", [("level", quoted(log.level.rawValue)), ("target", quoted(log.target.rawValue))]),
         ]
         return sections.map { name, entries in

@@ -48,6 +48,7 @@ extension Server {
         }
         let new = Settings(config)
         // Under socket activation the socket unit decides where chatd listens.
+        // journalPath and historyPath follow snapshotPath: no check of their own.
         let listenChanged = origin == .config && new.listen != settings.listen
         guard !listenChanged, new.snapshotPath == settings.snapshotPath, new.logTarget == settings.logTarget,
             new.durability == settings.durability
@@ -60,6 +61,7 @@ extension Server {
                     "log.target": "\(settings.logTarget)", "log.target.new": "\(new.logTarget)",
                 ], level: .warning)
         }
+        // The rest, [limits], [chat] and [delivery] included, applies at once.
         service.reconfigure(new.service, now: clock())
         logger.logLevel = new.logLevel
         settings = new

@@ -1,5 +1,6 @@
 // What chatd's server takes from the config file, and which of it may
-// change on SIGHUP (Server+Signals checks that).
+// change on SIGHUP (Server+Signals checks that): [chat] and [delivery] may,
+// and reach the service through `service`, like [limits].
 
 import ChatConfig
 import ChatCore
@@ -16,9 +17,12 @@ extension Server {
         public var logTarget: LogTarget
         public var durability: Durability
         public var journalPath: String
-        public var historyPath: String
         public var ratePerIP: Double
         public var burstPerIP: Int
+        /// The file the room's messages are kept in across restarts (HistoryFile).
+        public var historyPath: String
+        public var chat: Config.Chat
+        public var delivery: Config.Delivery
 
         public init(_ config: Config) {
             listen = Endpoint(config.server.bind, port: config.server.port)
@@ -29,16 +33,23 @@ extension Server {
             logTarget = config.log.target
             durability = config.registry.durability
             journalPath = config.registry.journalPath
-            historyPath = config.registry.historyPath
             ratePerIP = config.limits.ratePerIP
             burstPerIP = config.limits.burstPerIP
+            historyPath = config.registry.historyPath
+            chat = config.chat
+            delivery = config.delivery
         }
 
         /// The part of the settings the service decides with.
         var service: ChatService.Configuration {
             ChatService.Configuration(
                 maxUsers: maxUsers, ratePerIP: ratePerIP, burstPerIP: burstPerIP, journaling: durability == .sync,
-                snapshotInterval: snapshotInterval, reportsEveryRequest: logLevel <= .debug)
+                snapshotInterval: snapshotInterval, reportsEveryRequest: logLevel <= .debug,
+                room: RoomConfiguration(
+                    history: chat.history, presenceTTL: .seconds(chat.presenceTTLSeconds),
+                    messagesPerSecond: chat.messagesPerSecond, messagesBurst: chat.messagesBurst,
+                    deliveryTimeout: .milliseconds(delivery.timeoutMilliseconds), backoff: delivery.backoff,
+                    maxAttempts: delivery.maxAttempts, window: delivery.window))
         }
     }
 }

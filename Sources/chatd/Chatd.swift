@@ -30,9 +30,9 @@ struct Chatd: ParsableCommand {
             Signals:
               SIGTERM, SIGINT  save the final snapshot and exit 0
               SIGHUP           re-read the config: log level, snapshot interval,
-                               max_users and [limits] take effect; a change of
-                               bind, port, snapshot_path, durability or log
-                               target needs a restart
+                               max_users, [limits], [chat] and [delivery] take
+                               effect; a change of bind, port, snapshot_path,
+                               durability or log target needs a restart
 
             Exit status: 0 after a clean stop, 1 on a config, socket, snapshot or \
             journal error (the message names the file or address and what is wrong).

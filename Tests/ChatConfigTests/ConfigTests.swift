@@ -35,7 +35,7 @@ private func rejection(_ text: String) -> ConfigError? {
     }
 
     @Test func emptySectionsGiveDefaults() throws {
-        let text = "[server]\n[client]\n[registry]\n[log]\n"
+        let text = "[server]\n[client]\n[registry]\n[limits]\n[chat]\n[delivery]\n[log]\n"
         #expect(try Config.parse(text, path: path) == Config.defaults)
     }
 
@@ -47,10 +47,28 @@ private func rejection(_ text: String) -> ConfigError? {
         #expect(config.client.timeoutMilliseconds == 500)
         #expect(config.client.maxAttempts == 5)
         #expect(config.client.backoff == 2.0)
+        #expect(config.client.keepaliveSeconds == 25)
         #expect(config.registry.snapshotPath == "/var/lib/chatd/registry.json")
         #expect(config.registry.snapshotIntervalSeconds == 30)
         #expect(config.registry.maxUsers == 1_000_000)
+        #expect(config.chat.history == 2048)
+        #expect(config.chat.presenceTTLSeconds == 120)
+        #expect(config.chat.messagesPerSecond == 5.0)
+        #expect(config.chat.messagesBurst == 20)
+        #expect(config.delivery.timeoutMilliseconds == 1000)
+        #expect(config.delivery.backoff == 2.0)
+        #expect(config.delivery.maxAttempts == 5)
+        #expect(config.delivery.window == 8)
         #expect(config.log.level == .info)
+    }
+
+    @Test func filesBesideTheSnapshotShareItsName() {
+        let registry = Config.defaults.registry
+        #expect(registry.journalPath == "/var/lib/chatd/registry.journal")
+        #expect(registry.historyPath == "/var/lib/chatd/registry.history")
+        let bare = Config.Registry(snapshotPath: "/srv/chat/state")
+        #expect(bare.journalPath == "/srv/chat/state.journal")
+        #expect(bare.historyPath == "/srv/chat/state.history")
     }
 
     @Test func shippedFileIsExactlyTheDefaults() throws {
@@ -59,11 +77,24 @@ private func rejection(_ text: String) -> ConfigError? {
             .appendingPathComponent("config/chatd.toml")
         let text = try String(contentsOf: file, encoding: .utf8)
         #expect(try Config.parse(text, path: file.path) == Config.defaults)
-        // Every key is present in the shipped file, not just defaulted.
-        for key in ["bind", "port", "server", "timeout_ms", "max_attempts", "backoff",
-                    "snapshot_path", "snapshot_interval_s", "max_users", "durability", "rate_per_ip",
-                    "burst_per_ip", "level", "target"] {
-            #expect(text.contains("\n\(key) = "), "missing \(key)")
+        // Every key is present in the shipped file, not just defaulted, and
+        // in its own section: [client] and [delivery] share three key names.
+        let sections: [(String, [String])] = [
+            ("server", ["bind", "port"]),
+            ("client", ["server", "port", "timeout_ms", "max_attempts", "backoff", "keepalive_s"]),
+            ("registry", ["snapshot_path", "snapshot_interval_s", "max_users", "durability"]),
+            ("limits", ["rate_per_ip", "burst_per_ip"]),
+            ("chat", ["history", "presence_ttl_s", "messages_per_s", "messages_burst"]),
+            ("delivery", ["timeout_ms", "backoff", "max_attempts", "window"]),
+            ("log", ["level", "target"]),
+        ]
+        for (section, keys) in sections {
+            let start = try #require(text.range(of: "\n[\(section)]\n"), "missing [\(section)]")
+            let rest = text[start.upperBound...]
+            let body = rest[..<(rest.range(of: "\n[")?.lowerBound ?? rest.endIndex)]
+            for key in keys {
+                #expect(body.contains("\n\(key) = ") || body.hasPrefix("\(key) = "), "missing \(section).\(key)")
+            }
         }
     }
 
@@ -91,6 +122,8 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
         .init(toml: "[client]\nmax_attempts = 100", expected: defaults { $0.client.maxAttempts = 100 }),
         .init(toml: "[client]\nbackoff = 1.5", expected: defaults { $0.client.backoff = 1.5 }),
         .init(toml: "[client]\nbackoff = 3", expected: defaults { $0.client.backoff = 3.0 }),
+        .init(toml: "[client]\nkeepalive_s = 1", expected: defaults { $0.client.keepaliveSeconds = 1 }),
+        .init(toml: "[client]\nkeepalive_s = 3600", expected: defaults { $0.client.keepaliveSeconds = 3600 }),
         .init(toml: "[registry]\nsnapshot_path = \"/tmp/r.json\"", expected: defaults { $0.registry.snapshotPath = "/tmp/r.json" }),
         .init(toml: "[registry]\nsnapshot_interval_s = 86400", expected: defaults { $0.registry.snapshotIntervalSeconds = 86400 }),
         .init(toml: "[registry]\nmax_users = 1", expected: defaults { $0.registry.maxUsers = 1 }),
@@ -101,6 +134,30 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
         .init(toml: "[limits]\nrate_per_ip = 0\nburst_per_ip = 0", expected: defaults { $0.limits = .init(ratePerIP: 0, burstPerIP: 0) }),
         .init(toml: "[limits]\nrate_per_ip = 2.5", expected: defaults { $0.limits.ratePerIP = 2.5 }),
         .init(toml: "[log]\ntarget = \"stderr\"", expected: defaults { $0.log.target = .stderr }),
+        // [chat] and [delivery], each key at both ends of its range.
+        .init(toml: "[chat]\nhistory = 1", expected: defaults { $0.chat.history = 1 }),
+        .init(toml: "[chat]\nhistory = 1000000", expected: defaults { $0.chat.history = 1_000_000 }),
+        .init(toml: "[chat]\npresence_ttl_s = 2", expected: defaults { $0.chat.presenceTTLSeconds = 2 }),
+        .init(toml: "[chat]\npresence_ttl_s = 86400", expected: defaults { $0.chat.presenceTTLSeconds = 86400 }),
+        .init(toml: "[chat]\nmessages_per_s = 0", expected: defaults { $0.chat.messagesPerSecond = 0 }),
+        .init(toml: "[chat]\nmessages_per_s = 0.5", expected: defaults { $0.chat.messagesPerSecond = 0.5 }),
+        .init(toml: "[chat]\nmessages_per_s = 10000.0", expected: defaults { $0.chat.messagesPerSecond = 10_000 }),
+        .init(toml: "[chat]\nmessages_burst = 1", expected: defaults { $0.chat.messagesBurst = 1 }),
+        .init(toml: "[chat]\nmessages_burst = 100000", expected: defaults { $0.chat.messagesBurst = 100_000 }),
+        .init(toml: "[delivery]\ntimeout_ms = 10", expected: defaults { $0.delivery.timeoutMilliseconds = 10 }),
+        .init(toml: "[delivery]\ntimeout_ms = 600000", expected: defaults { $0.delivery.timeoutMilliseconds = 600_000 }),
+        .init(toml: "[delivery]\nbackoff = 1.0", expected: defaults { $0.delivery.backoff = 1.0 }),
+        .init(toml: "[delivery]\nbackoff = 10", expected: defaults { $0.delivery.backoff = 10.0 }),
+        .init(toml: "[delivery]\nmax_attempts = 1", expected: defaults { $0.delivery.maxAttempts = 1 }),
+        .init(toml: "[delivery]\nmax_attempts = 100", expected: defaults { $0.delivery.maxAttempts = 100 }),
+        .init(toml: "[delivery]\nwindow = 1", expected: defaults { $0.delivery.window = 1 }),
+        .init(toml: "[delivery]\nwindow = 1024", expected: defaults { $0.delivery.window = 1024 }),
+        // The same key names in [client] and [delivery] stay apart.
+        .init(toml: "[client]\ntimeout_ms = 7\nmax_attempts = 2\n[delivery]\ntimeout_ms = 70\nmax_attempts = 9",
+              expected: defaults {
+                  $0.client.timeoutMilliseconds = 7; $0.client.maxAttempts = 2
+                  $0.delivery.timeoutMilliseconds = 70; $0.delivery.maxAttempts = 9
+              }),
         // Dotted keys and inline tables are the same tables to TOML.
         .init(toml: "server.port = 1\nlog = { level = \"notice\" }",
               expected: defaults { $0.server.port = 1; $0.log.level = .notice }),
@@ -123,8 +180,10 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
     static let nonDefault = Config(
         server: .init(bind: IPAddress("2001:db8::7")!, port: 1),
         client: .init(server: "host\"with\\odd\u{1}chars", port: 65535, timeoutMilliseconds: 600_000,
-                      maxAttempts: 1, backoff: 1.1),
+                      maxAttempts: 1, backoff: 1.1, keepaliveSeconds: 3600),
         registry: .init(snapshotPath: "/srv/chat data/é.json", snapshotIntervalSeconds: 1, maxUsers: 100_000_000),
+        chat: .init(history: 1, presenceTTLSeconds: 86400, messagesPerSecond: 0.1, messagesBurst: 100_000),
+        delivery: .init(timeoutMilliseconds: 10, backoff: 9.75, maxAttempts: 100, window: 1024),
         log: .init(level: .warning, target: .stderr))
 
     @Test(arguments: [Config.defaults, nonDefault]) func roundTrips(_ config: Config) throws {
@@ -143,6 +202,7 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
             timeout_ms = 500
             max_attempts = 5
             backoff = 2.0
+            keepalive_s = 25
 
             [registry]
             snapshot_path = "/var/lib/chatd/registry.json"
@@ -154,6 +214,18 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
             rate_per_ip = 20.0
             burst_per_ip = 40
 
+            [chat]
+            history = 2048
+            presence_ttl_s = 120
+            messages_per_s = 5.0
+            messages_burst = 20
+
+            [delivery]
+            timeout_ms = 1000
+            backoff = 2.0
+            max_attempts = 5
+            window = 8
+
             [log]
             level = "info"
             target = "auto"
@@ -164,6 +236,9 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
     @Test func integerBackoffRendersAsFloat() throws {
         let config = try Config.parse("[client]\nbackoff = 4", path: path)
         #expect(config.rendered().contains("backoff = 4.0\n"))
+        let chat = try Config.parse("[chat]\nmessages_per_s = 7\n[delivery]\nbackoff = 3", path: path)
+        #expect(chat.rendered().contains("messages_per_s = 7.0\n"))
+        #expect(chat.rendered().contains("[delivery]\ntimeout_ms = 1000\nbackoff = 3.0\n"))
     }
 }
 
@@ -193,7 +268,14 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         // Unknown names, listing the allowed ones.
         .init("[server]\nprot = 7447", key: "server.prot", "unknown key; keys of [server] are bind, port"),
         .init("[client]\ntimeout = 5", key: "client.timeout",
-              "keys of [client] are server, port, timeout_ms, max_attempts, backoff"),
+              "keys of [client] are server, port, timeout_ms, max_attempts, backoff, keepalive_s"),
+        .init("[chat]\nhistory_size = 5", key: "chat.history_size",
+              "unknown key; keys of [chat] are history, presence_ttl_s, messages_per_s, messages_burst"),
+        .init("[chat]\nrate_per_ip = 5", key: "chat.rate_per_ip", "unknown key; keys of [chat] are"),
+        .init("[delivery]\ntimeout_s = 1", key: "delivery.timeout_s",
+              "unknown key; keys of [delivery] are timeout_ms, backoff, max_attempts, window"),
+        .init("[delivery]\nkeepalive_s = 25", key: "delivery.keepalive_s", "keys of [delivery] are"),
+        .init("[delivery.retry]\nx = 1", key: "delivery.retry", "unknown key; keys of [delivery] are"),
         .init("[registry]\nmax_user = 5", key: "registry.max_user", "snapshot_path, snapshot_interval_s, max_users"),
         .init("[log]\nlevels = \"info\"", key: "log.levels", "keys of [log] are level, target"),
         .init("[log]\ntarget = \"syslog\"", key: "log.target", "must be one of auto, journal, stderr, got \"syslog\""),
@@ -201,7 +283,7 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         .init("[limits]\nrate_per_ip = -1", key: "limits.rate_per_ip", "must be a number from 0.0 to 1000000.0, got -1.0"),
         .init("[limits]\nburst_per_ip = 1.5", key: "limits.burst_per_ip", "must be an integer from 0 to 1000000"),
         .init("[server.extra]\nx = 1", key: "server.extra", "unknown key"),
-        .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [limits], [log]"),
+        .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [limits], [chat], [delivery], [log]"),
         .init("port = 7447", key: "port", "unknown key outside any section"),
         .init("[log]\n\"le vel\" = 1", key: "log.\"le vel\"", "unknown key"),
         // Sections that are not tables, keys that are.
@@ -217,6 +299,16 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         .init("[server]\nbind = [\"::\"]", key: "server.bind", "got an array"),
         .init("[registry]\nsnapshot_path = 1979-05-27", key: "registry.snapshot_path", "got a date"),
         .init("[log]\nlevel = 1", key: "log.level", "got an integer"),
+        .init("[client]\nkeepalive_s = 25.0", key: "client.keepalive_s", "must be an integer from 1 to 3600, got a floating-point number"),
+        .init("[chat]\nhistory = \"2048\"", key: "chat.history", "must be an integer from 1 to 1000000, got a string"),
+        .init("[chat]\npresence_ttl_s = 1.5", key: "chat.presence_ttl_s", "got a floating-point number"),
+        .init("[chat]\nmessages_per_s = true", key: "chat.messages_per_s", "must be a number from 0.0 to 10000.0, got a boolean"),
+        .init("[chat]\nmessages_burst = 2.5", key: "chat.messages_burst", "got a floating-point number"),
+        .init("[delivery]\ntimeout_ms = \"1s\"", key: "delivery.timeout_ms", "must be an integer from 10 to 600000, got a string"),
+        .init("[delivery]\nbackoff = \"2\"", key: "delivery.backoff", "must be a number from 1.0 to 10.0, got a string"),
+        .init("[delivery]\nmax_attempts = 5.0", key: "delivery.max_attempts", "got a floating-point number"),
+        .init("[delivery]\nwindow = [8]", key: "delivery.window", "got an array"),
+        .init("chat = 1", key: "chat", "must be a section ([chat] heading), got an integer"),
         // Out of range, at each end.
         .init("[server]\nport = 0", key: "server.port", "must be an integer from 1 to 65535, got 0"),
         .init("[server]\nport = 65536", key: "server.port", "from 1 to 65535, got 65536"),
@@ -233,6 +325,28 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         .init("[registry]\nsnapshot_interval_s = 86401", key: "registry.snapshot_interval_s", "from 1 to 86400, got 86401"),
         .init("[registry]\nmax_users = -5", key: "registry.max_users", "must be an integer from 1 to 100000000, got -5"),
         .init("[registry]\nmax_users = 100000001", key: "registry.max_users", "got 100000001"),
+        .init("[client]\nkeepalive_s = 0", key: "client.keepalive_s", "must be an integer from 1 to 3600, got 0"),
+        .init("[client]\nkeepalive_s = 3601", key: "client.keepalive_s", "from 1 to 3600, got 3601"),
+        .init("[chat]\nhistory = 0", key: "chat.history", "must be an integer from 1 to 1000000, got 0"),
+        .init("[chat]\nhistory = 1000001", key: "chat.history", "from 1 to 1000000, got 1000001"),
+        .init("[chat]\npresence_ttl_s = 1", key: "chat.presence_ttl_s", "must be an integer from 2 to 86400, got 1"),
+        .init("[chat]\npresence_ttl_s = 86401", key: "chat.presence_ttl_s", "from 2 to 86400, got 86401"),
+        .init("[chat]\nmessages_per_s = -0.5", key: "chat.messages_per_s",
+              "must be a number from 0.0 to 10000.0, got -0.5"),
+        .init("[chat]\nmessages_per_s = 10000.5", key: "chat.messages_per_s", "from 0.0 to 10000.0, got 10000.5"),
+        .init("[chat]\nmessages_per_s = inf", key: "chat.messages_per_s", "got inf"),
+        .init("[chat]\nmessages_per_s = nan", key: "chat.messages_per_s", "got nan"),
+        .init("[chat]\nmessages_burst = 0", key: "chat.messages_burst", "must be an integer from 1 to 100000, got 0"),
+        .init("[chat]\nmessages_burst = 100001", key: "chat.messages_burst", "from 1 to 100000, got 100001"),
+        .init("[delivery]\ntimeout_ms = 9", key: "delivery.timeout_ms", "must be an integer from 10 to 600000, got 9"),
+        .init("[delivery]\ntimeout_ms = 600001", key: "delivery.timeout_ms", "from 10 to 600000, got 600001"),
+        .init("[delivery]\nbackoff = 0.99", key: "delivery.backoff", "must be a number from 1.0 to 10.0, got 0.99"),
+        .init("[delivery]\nbackoff = 10.01", key: "delivery.backoff", "from 1.0 to 10.0, got 10.01"),
+        .init("[delivery]\nbackoff = -inf", key: "delivery.backoff", "got -inf"),
+        .init("[delivery]\nmax_attempts = 0", key: "delivery.max_attempts", "must be an integer from 1 to 100, got 0"),
+        .init("[delivery]\nmax_attempts = 101", key: "delivery.max_attempts", "from 1 to 100, got 101"),
+        .init("[delivery]\nwindow = 0", key: "delivery.window", "must be an integer from 1 to 1024, got 0"),
+        .init("[delivery]\nwindow = 1025", key: "delivery.window", "from 1 to 1024, got 1025"),
         // Strings that must have a shape.
         .init("[server]\nbind = \"localhost\"", key: "server.bind",
               "must be an IP address such as 0.0.0.0 or ::, got \"localhost\""),

@@ -2,9 +2,9 @@
 // sleeping until the service's deadline with no timer descriptor, held
 // replies leaving through the sendmmsg batch on the socket they came in on,
 // storage work reaching the helper threads and their outcomes coming back,
-// and the settling at stop. The server runs on a thread of its own on
-// loopback, with a clock the test moves, and stops on a signal sent to that
-// thread alone.
+// the settling at stop, and a SIGHUP reaching the service. The server runs on
+// a thread of its own on loopback, with a clock the test moves, and stops or
+// reloads on a signal sent to that thread alone.
 
 import ChatConfig
 import ChatCore
@@ -42,6 +42,13 @@ private struct CapturingLogHandler: LogHandler {
     }
 }
 
+/// The config a SIGHUP reads, which the test may change first.
+private final class ConfigFile: Sendable {
+    let contents: Mutex<Config>
+    init(_ config: Config) { contents = Mutex(config) }
+    func read() -> Config { contents.withLock { $0 } }
+}
+
 /// A Server on a thread of its own, with its state in a temporary folder.
 private final class RunningServer: @unchecked Sendable {
     // @unchecked: `thread` is written once by the server thread before
@@ -55,6 +62,9 @@ private final class RunningServer: @unchecked Sendable {
     private var thread = pthread_t()
     private let started = Mutex(false)
     let result = Mutex<Result<Bool, any Error>?>(nil)
+    /// What the server ran with at the end, read once it has stopped.
+    let finalSettings = Mutex<(Server.Settings, ChatService.Configuration)?>(nil)
+    let configFile: ConfigFile
 
     init(durability: Durability = .sync) throws {
         folder = try FileSystem.makeTemporaryDirectory(prefix: "chatd-server-test")
@@ -63,6 +73,7 @@ private final class RunningServer: @unchecked Sendable {
         config.registry.snapshotPath = "\(folder)/registry.json"
         config.registry.snapshotIntervalSeconds = 30
         config.registry.durability = durability
+        configFile = ConfigFile(config)
         let settings = Server.Settings(config)
         let socket = try UDPSocket(binding: settings.listen)
         port = try socket.localEndpoint.port
@@ -73,10 +84,11 @@ private final class RunningServer: @unchecked Sendable {
             snapshotPath: settings.snapshotPath, historyPath: settings.historyPath)
         let clock = clock
         let sink = log
+        let file = configFile
         let box = Unmanaged.passRetained(
             Launch(
                 settings: settings, registry: registry, socket: socket, journal: journal, sink: sink,
-                clock: { clock.read() }, owner: self))
+                clock: { clock.read() }, reloadConfig: { file.read() }, owner: self))
         let code = pthread_create(&thread, nil, { argument in
             Unmanaged<Launch>.fromOpaque(argument!).takeRetainedValue().run()
             return nil
@@ -93,11 +105,13 @@ private final class RunningServer: @unchecked Sendable {
         let journal: JournalWriter?
         let sink: LogLines
         let clock: @Sendable () -> Instant
+        let reloadConfig: @Sendable () -> Config
         let owner: RunningServer
 
         init(
             settings: Server.Settings, registry: Registry, socket: UDPSocket, journal: JournalWriter?,
-            sink: LogLines, clock: @escaping @Sendable () -> Instant, owner: RunningServer
+            sink: LogLines, clock: @escaping @Sendable () -> Instant, reloadConfig: @escaping @Sendable () -> Config,
+            owner: RunningServer
         ) {
             self.settings = settings
             self.registry = registry
@@ -105,6 +119,7 @@ private final class RunningServer: @unchecked Sendable {
             self.journal = journal
             self.sink = sink
             self.clock = clock
+            self.reloadConfig = reloadConfig
             self.owner = owner
         }
 
@@ -112,20 +127,27 @@ private final class RunningServer: @unchecked Sendable {
             let outcome: Result<Bool, any Error>
             do {
                 // Blocked on this thread only: the test signals this thread alone.
-                let signals = try SignalFD(signals: [SIGUSR2])
+                let signals = try SignalFD(signals: [SIGUSR2, SIGHUP])
                 let sink = sink
                 let logger = Logger(label: "chatd-test") { _ in CapturingLogHandler(sink: sink) }
                 let server = try Server(
                     settings: settings, registry: registry, sockets: [socket], origin: .config, signals: signals,
-                    journal: journal, logger: logger, reloadConfig: { Config.defaults }, clock: clock)
+                    journal: journal, logger: logger, reloadConfig: reloadConfig, clock: clock)
                 owner.started.withLock { $0 = true }
                 outcome = .success(try server.run())
+                let final = (server.settings, server.service.configuration)
+                owner.finalSettings.withLock { $0 = final }
             } catch {
                 owner.started.withLock { $0 = true }
                 outcome = .failure(error)
             }
             owner.result.withLock { $0 = outcome }
         }
+    }
+
+    /// Makes the server re-read `configFile`, as SIGHUP does.
+    func reload() {
+        pthread_kill(thread, SIGHUP)
     }
 
     /// Stops the server as SIGTERM would and returns what `run()` returned.
@@ -224,6 +246,24 @@ private func fileText(_ path: String) throws -> String {
         #expect(!FileSystem.fileExists(atPath: server.journalPath))
     }
 
+    @Test func reloadAppliesChatAndDeliveryToTheServiceAtOnce() throws {
+        let server = try RunningServer()
+        var changed = server.configFile.read()
+        changed.chat = .init(history: 10, presenceTTLSeconds: 30, messagesPerSecond: 0, messagesBurst: 3)
+        changed.delivery = .init(timeoutMilliseconds: 250, backoff: 1.5, maxAttempts: 3, window: 2)
+        server.configFile.contents.withLock { $0 = changed }
+        server.reload()
+        #expect(eventually { server.log.all.contains("config reloaded") })
+        #expect(!server.log.all.contains { $0.hasPrefix("reload refused") })
+        #expect(try server.stop())
+        let (settings, service) = try #require(server.finalSettings.withLock { $0 })
+        #expect(settings.chat == changed.chat)
+        #expect(settings.delivery == changed.delivery)
+        #expect(service.room == RoomConfiguration(
+            history: 10, presenceTTL: .seconds(30), messagesPerSecond: 0, messagesBurst: 3,
+            deliveryTimeout: .milliseconds(250), backoff: 1.5, maxAttempts: 3, window: 2))
+    }
+
     @Test func epollTimeoutsRoundUpSoTheLoopNeverWakesEarly() {
         let now = Instant(nanoseconds: 5_000_000_000)
         #expect(Server.milliseconds(until: now, from: now) == 0)
@@ -232,5 +272,24 @@ private func fileText(_ path: String) throws -> String {
         #expect(Server.milliseconds(until: now + .microseconds(30_001), from: now) == 31)
         #expect(Server.milliseconds(until: Instant(nanoseconds: 1), from: now) == 0, "overdue: at once")
         #expect(Server.milliseconds(until: Instant(nanoseconds: .max), from: now) == .max)
+    }
+}
+
+@Suite struct SettingsTests {
+    @Test func theRoomsDefaultsAreTheConfigsDefaults() {
+        // Two places name these defaults; the config file's are the ones documented.
+        #expect(Server.Settings(.defaults).service.room == RoomConfiguration())
+    }
+
+    @Test func chatAndDeliveryBecomeTheRoomWithDurations() {
+        var config = Config.defaults
+        config.registry.snapshotPath = "/srv/chat/state.json"
+        config.chat = .init(history: 1, presenceTTLSeconds: 86_400, messagesPerSecond: 0.25, messagesBurst: 100_000)
+        config.delivery = .init(timeoutMilliseconds: 10, backoff: 10, maxAttempts: 100, window: 1024)
+        let settings = Server.Settings(config)
+        #expect(settings.historyPath == "/srv/chat/state.history")
+        #expect(settings.service.room == RoomConfiguration(
+            history: 1, presenceTTL: .seconds(86_400), messagesPerSecond: 0.25, messagesBurst: 100_000,
+            deliveryTimeout: .milliseconds(10), backoff: 10, maxAttempts: 100, window: 1024))
     }
 }

@@ -180,7 +180,8 @@ struct DaemonTests {
         #expect(try daemon.request("CHAT/1 1 CONNECT", from: "127.0.0.16") == "CHAT/1 1 ERROR CLIENT_NOT_FOUND")
         #expect(!daemon.log.contains("request answered"))
 
-        try daemon.writeConfig(logLevel: "debug")
+        // [chat] and [delivery] are reloadable: changing them with the level is no reason to refuse.
+        try daemon.writeConfig(extra: "\n[chat]\nhistory = 10\n\n[delivery]\nwindow = 2", logLevel: "debug")
         daemon.signal(SIGHUP)
         #expect(daemon.waitForLog("config reloaded"))
         #expect(try daemon.request("CHAT/1 2 CONNECT", from: "127.0.0.16") == "CHAT/1 2 ERROR CLIENT_NOT_FOUND")
@@ -204,6 +205,9 @@ struct DaemonTests {
         #expect(valid.status == 0)
         #expect(valid.stdout.contains("port = \(daemon.port)"))
         #expect(valid.stdout.contains("max_users = 1000000"))
+        #expect(valid.stdout.contains("keepalive_s = 25\n"))
+        #expect(valid.stdout.contains("[chat]\nhistory = 2048\npresence_ttl_s = 120\nmessages_per_s = 5.0\nmessages_burst = 20\n"))
+        #expect(valid.stdout.contains("[delivery]\ntimeout_ms = 1000\nbackoff = 2.0\nmax_attempts = 5\nwindow = 8\n"))
 
         try "[registry]\nmax_users = 0\n".write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         let invalid = try runProgram(Binaries.chatd, ["--check-config", "--config", daemon.configPath])
