@@ -25,6 +25,8 @@ readonly target=$name.target
 readonly port=7447
 readonly alice_ip=127.0.0.2       # alice's address: the server knows clients by it
 readonly sender_ip=127.0.0.3      # step 6's sender
+readonly carol_ip=127.0.0.4       # step 10's two members
+readonly dave_ip=127.0.0.5
 # Paths inside the namespace. The checkout is at the same path there
 # ($repo): boot.sh makes sure of it.
 readonly work=/run/chatd-test
@@ -402,7 +404,7 @@ install_chatd() {
         fail "install: $etc_conf has no 'snapshot_interval_s = ' line to set to 1"
     fi
     inside 5 cp "$etc_conf" "$test_conf"
-    inside 5 sh -c "printf '[client]\ntimeout_ms = 300\nmax_attempts = 6\nbackoff = 2.0\n' >$client_conf"
+    inside 5 sh -c "printf '[client]\ntimeout_ms = 300\nmax_attempts = 6\nbackoff = 2.0\nkeepalive_s = 2\n' >$client_conf"
 
     # Like a machine with `systemctl enable chatd.socket`: the socket listens
     # before chatd runs.
@@ -756,6 +758,55 @@ step9_crash_trace() {
     expect_alice "9: after the trace"
 }
 
+step10_chat() {
+    step "10. two members talk through chatd.socket; systemctl restart chatd in the middle loses nothing"
+    local out rc=0 received missing=() i
+    # dave listens (JSON lines); carol says 30 lines, restarting chatd after
+    # the 15th; then dave must hold all 30, in order, each once.
+    out=$(inside 120 bash -c '
+        work=$1 conf=$2 port=$3 carol=$4 dave=$5
+        /usr/bin/chat talk dave --listen --json --config "$conf" --server 127.0.0.1 --port "$port" \
+            --bind "$dave" >"$work/dave.out" 2>"$work/dave.err" &
+        listener=$!
+        for _ in $(seq 50); do grep -q "joined" "$work/dave.err" 2>/dev/null && break; sleep 0.1; done
+        {
+            for i in $(seq 1 15); do echo "line $i"; sleep 0.05; done
+            systemctl restart chatd.service
+            for i in $(seq 16 30); do echo "line $i"; sleep 0.05; done
+        } | /usr/bin/chat talk carol --config "$conf" --server 127.0.0.1 --port "$port" --bind "$carol" \
+            >"$work/carol.out" 2>"$work/carol.err"
+        echo "carol exit $?"
+        for _ in $(seq 150); do grep -q "\"line 30\"" "$work/dave.out" && break; sleep 0.1; done
+        kill -TERM "$listener"
+        wait "$listener"
+        echo "dave exit $?"
+    ' _ "$work" "$client_conf" "$port" "$carol_ip" "$dave_ip" 2>&1) || rc=$?
+    echo "$out" | indent
+    received=$(inside 10 python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    print(json.loads(line)["text"])
+' "$work/dave.out" 2>&1) || true
+    for i in $(seq 1 30); do
+        grep -qx "line $i" <<<"$received" || missing+=("$i")
+    done
+    if [ "$rc" -eq 0 ] && grep -q "carol exit 0" <<<"$out" && grep -q "dave exit 0" <<<"$out"; then
+        pass "10: chat talk carol and chat talk dave --listen ran through the restart and exited 0"
+    else
+        fail "10: chat talk exited badly (rc $rc)"
+        inside 5 cat "$work/carol.err" "$work/dave.err" 2>&1 | indent || true
+    fi
+    if [ ${#missing[@]} -eq 0 ] && [ "$(sort <<<"$received" | uniq -d | wc -l)" -eq 0 ] \
+        && [ "$received" = "$(seq 1 30 | sed 's/^/line /')" ]; then
+        pass "10: dave received all 30 of carol's lines, in order, each once, across the restart"
+    else
+        fail "10: dave's transcript is wrong (missing: ${missing[*]:-none}):"
+        echo "$received" | indent
+        inside 5 cat "$work/dave.err" 2>&1 | indent || true
+        show_journal
+    fi
+}
+
 main() {
     if [ "$(id -u)" -ne 0 ]; then
         echo "run.sh: must run as root (it boots systemd in namespaces)" >&2
@@ -785,8 +836,9 @@ main() {
         step7_stop
         step8_security
         step9_crash_trace
+        step10_chat
     else
-        fail "steps 1-9 not run: boot or install failed"
+        fail "steps 1-10 not run: boot or install failed"
         [ -n "$ns_pid" ] && show_journal 15
     fi
     finished=1
