@@ -3,7 +3,8 @@
 // After every step, what a crash would bring back (the snapshot on disk,
 // then the journal on disk replayed onto it) must hold exactly the
 // registrations that clients were told of (`registered` and `renamed`
-// events, applied as facts). That is the point of the crash-safety rules in
+// events, applied as facts), and every chat message whose SUCCESS went out,
+// with its text, under a seq no other message was ever told with. That is the point of the crash-safety rules in
 // ChatService's theory comment: compacting more than a snapshot covers,
 // starting a snapshot while a compaction is pending, or a snapshot that
 // keeps a change whose sync then fails each break it. The simulation also
@@ -12,8 +13,9 @@
 //
 // A step is two bytes: what happens, and a byte that picks the details.
 //
-//   op % 10  0-4  a datagram: CONNECT (detail % 4 == 0) or INTRODUCE
-//                 n<detail / 4 % 14>, from 10.0.0.<op / 10 % 10>
+//   op % 10  0-4  a datagram from 10.0.0.<op / 10 % 10>: CONNECT (detail % 4
+//                 == 0), SAY with the right cookie and token detail / 4 % 8
+//                 (detail % 4 == 1), or INTRODUCE n<detail / 4 % 14>
 //            5    time passes (0 to 3 s) and the service's deadlines fire
 //            6    the journal group in flight is synced, or fails (detail % 4 == 0)
 //            7    the snapshot in flight is written, or fails
@@ -36,10 +38,17 @@ public struct ServiceSimulation {
     private var recovered = Registry(maxUsers: 1000)
     private var diskChanged = false
     private var confirmedChanged = false
+    /// Messages whose SUCCESS went out, by seq; and what a crash would bring back.
+    private var toldMessages: [UInt64: String] = [:]
+    private var recoveredMessages: [UInt64: String] = [:]
+    private var recoveredLastSeq: UInt64 = 0
+    /// The text each SAY sent, by request id.
+    private var sayTexts: [UInt32: String] = [:]
 
     // The disk, as the shell would leave it, and the work handed to it.
     private var journal = Journal.header
     private var snapshot: [UInt8]?
+    private var historyFile: [UInt8]?
     private var pendingCommit: [UInt8]?
     private var pendingSnapshot: ChatService.SnapshotJob?
     private var pendingCompaction: Int?
@@ -65,11 +74,22 @@ public struct ServiceSimulation {
         switch op % 10 {
         case 0...4:
             let source = Endpoint(.v4(0x0a00_0000 + UInt32(op / 10 % 10)), port: 1)
-            let text =
-                detail % 4 == 0 ? "CHAT/1 \(step) CONNECT" : "CHAT/1 \(step) INTRODUCE n\(detail / 4 % 14)"
-            _ = Array(text.utf8).withUnsafeBytes {
+            let bytes: [UInt8]
+            switch detail % 4 {
+            case 0: bytes = Array("CHAT/1 \(step) CONNECT".utf8)
+            case 1:
+                let text = "m\(step)"
+                sayTexts[UInt32(step)] = text
+                bytes = ChatRequest.say(
+                    id: UInt32(step), cookie: service.cookie(for: source), token: UInt64(detail / 4 % 8),
+                    text: Array(text.utf8)
+                ).bytes
+            default: bytes = Array("CHAT/1 \(step) INTRODUCE n\(detail / 4 % 14)".utf8)
+            }
+            let answered = bytes.withUnsafeBytes {
                 service.handle(datagram: $0, from: source, socket: 0, now: now, reply: &reply)
             }
+            if answered { noteTold(reply) }
         case 5:
             now = now + .seconds(Int64(detail % 4))
             service.handleTimeout(now: now)
@@ -80,7 +100,8 @@ public struct ServiceSimulation {
             } else {
                 journal += lines
                 do {
-                    _ = try Journal.replay(Journal.header + lines, into: &recovered)
+                    let replay = try Journal.replay(Journal.header + lines, into: &recovered)
+                    recover(replay.messages)
                 } catch {
                     throw failure("a synced journal group does not replay: \(error)")
                 }
@@ -92,6 +113,7 @@ public struct ServiceSimulation {
             if fails {
                 service.snapshotFailed(error: "ENOSPC")
             } else {
+                historyFile = HistoryFile.encode(job.messages, lastSeq: job.lastSeq)
                 snapshot = Snapshot.encode(job.records, savedAt: 0, replacing: job.replacing)
                 diskChanged = true
                 service.snapshotWritten(.init(savedAt: 0, bytes: 0, duration: .zero))
@@ -137,7 +159,25 @@ public struct ServiceSimulation {
             default: break
             }
         }
-        while service.pollTransmit() != nil {}
+        while let transmit = service.pollTransmit() { noteTold(transmit.bytes) }
+    }
+
+    /// A SAY's SUCCESS: the client now knows its message by that seq.
+    private mutating func noteTold(_ bytes: [UInt8]) {
+        guard case .success(let id, let fields)? = ChatInbound(bytes), fields.count == 1,
+            let seq = UInt64(fields[0]), let text = sayTexts[id]
+        else { return }
+        // A repeated token is told its first message's seq, whose text was
+        // told first (the repeat's answer waits behind it): that text stands.
+        if toldMessages[seq] == nil { toldMessages[seq] = text }
+        confirmedChanged = true
+    }
+
+    private mutating func recover(_ messages: [ChatMessage]) {
+        for message in messages {
+            recoveredMessages[message.seq] = message.textString
+            recoveredLastSeq = max(recoveredLastSeq, message.seq)
+        }
     }
 
     /// What a crash now would bring back must be what clients were told.
@@ -145,14 +185,26 @@ public struct ServiceSimulation {
         guard diskChanged || confirmedChanged else { return }
         if diskChanged {
             recovered = Registry(maxUsers: 1000)
+            (recoveredMessages, recoveredLastSeq) = ([:], 0)
             do {
                 if let snapshot { recovered = try Snapshot.load(snapshot, maxUsers: 1000) }
-                _ = try Journal.replay(journal, into: &recovered)
+                if let historyFile {
+                    let (messages, lastSeq) = try HistoryFile.decode(historyFile)
+                    recover(messages)
+                    recoveredLastSeq = lastSeq
+                }
+                recover(try Journal.replay(journal, into: &recovered).messages)
             } catch {
                 throw failure("the files on disk do not load: \(error)")
             }
         }
         (diskChanged, confirmedChanged) = (false, false)
+        for (seq, text) in toldMessages where recoveredMessages[seq] != text {
+            throw failure("a crash now would lose message \(seq) (\(text)), which its sender was told of")
+        }
+        if let highest = toldMessages.keys.max(), recoveredLastSeq < highest {
+            throw failure("a crash now would give seq \(highest) again (the disk knows up to \(recoveredLastSeq))")
+        }
         let (onDisk, told) = (Self.names(recovered), Self.names(confirmed))
         guard onDisk == told else {
             throw failure(
