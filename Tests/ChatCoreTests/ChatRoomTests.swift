@@ -281,12 +281,12 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(room.pushes().map(\.message.seq) == [3, 3])
     }
 
-    @Test func joinFromAnotherPortMovesTheMembership() {
+    @Test func joinFromAnotherPortMovesTheMembership() throws {
         var room = Room()
         #expect(room.join(bob) == "CHAT/1 1 SUCCESS bob 0")
         _ = room.say("one", token: 1, from: alice)
         let first = room.pushes()
-        #expect(first.map(\.to) == [bob])
+        try #require(first.map(\.to) == [bob])
         _ = room.events()
         #expect(room.join(bobElsewhere, socket: 3) == "CHAT/1 1 SUCCESS bob 1")
         #expect(room.memberCount == 1)
@@ -405,14 +405,14 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(room.memberCount == 1)
     }
 
-    @Test func retransmissionsFollowTimeoutTimesBackoffThenTheMemberIsDropped() {
+    @Test func retransmissionsFollowTimeoutTimesBackoffThenTheMemberIsDropped() throws {
         var room = Room(room: .init(deliveryTimeout: .milliseconds(100), backoff: 3, maxAttempts: 4))
         _ = room.join(bob)
         _ = room.events()
         let t0 = room.now
         _ = room.say("hi", token: 1, from: alice)
         _ = room.events()
-        let id = room.pushes()[0].id
+        let id = try #require(room.pushes().first).id
         // After the n-th send the next comes timeout × backoff^(n-1) later: 100, 300, 900 ms.
         var deadline = t0 + .milliseconds(100)
         for wait in [300, 900, 2700] {
@@ -458,11 +458,11 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(room.counters.pushes == 5)
     }
 
-    @Test func anAcknowledgementInTheSpanKeepsTheMember() {
+    @Test func anAcknowledgementInTheSpanKeepsTheMember() throws {
         var room = Room(room: .init(deliveryTimeout: .milliseconds(100), backoff: 2, maxAttempts: 2))
         _ = room.join(bob)
         _ = room.say("hi", token: 1, from: alice)
-        let id = room.pushes()[0].id
+        let id = try #require(room.pushes().first).id
         room.advance(.milliseconds(100))
         #expect(room.pushes().map(\.id) == [id])
         room.advance(.milliseconds(199))
@@ -474,12 +474,12 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
 
     // MARK: The window
 
-    @Test func atMostWindowPushesAreInFlightToAMember() {
+    @Test func atMostWindowPushesAreInFlightToAMember() throws {
         var room = Room(room: .init(window: 2))
         _ = room.join(bob)
         for token in 1...3 { #expect(room.say("m\(token)", token: token, from: alice) == "CHAT/1 1 SUCCESS \(token)") }
         let first = room.pushes()
-        #expect(first.map(\.message.seq) == [1, 2])
+        try #require(first.map(\.message.seq) == [1, 2])
         #expect(first.allSatisfy { $0.to == bob })
         // An ACK from anywhere but the member's endpoint does not count.
         #expect(room.ack(first[0].id, from: bobElsewhere) == nil)
@@ -490,7 +490,7 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(room.ack(first[1].id, from: bob) == nil)
         #expect(room.counters.acks == 1)
         let third = room.pushes()
-        #expect(third.map(\.message.seq) == [3])
+        try #require(third.map(\.message.seq) == [3])
         #expect(third.map(\.to) == [bob])
         #expect(room.ack(first[1].id, from: bob) == nil)
         #expect(room.counters.acks == 1, "an ACK of a push no longer in flight matches nothing")
@@ -511,14 +511,14 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(seen == [4, 5, 6, 7, 8])
     }
 
-    @Test func acknowledgementsOfPushesInFlightAreNotChargedToTheRateLimit() {
+    @Test func acknowledgementsOfPushesInFlightAreNotChargedToTheRateLimit() throws {
         var room = Room(rate: 1, burst: 4, room: .init(window: 16))
         #expect(room.join(bob) != nil)  // bob's first token of 4
         for sender in [alice, carol, dave] {
             for token in 1...4 { #expect(room.say("m", token: token, from: sender) != nil) }
         }
         let pushes = room.pushes()
-        #expect(pushes.count == 12)
+        try #require(pushes.count == 12)
         for push in pushes { #expect(room.ack(push.id, from: bob) == nil) }
         #expect(room.counters.acks == 12)
         #expect(room.counters.rateLimited == 0)
@@ -754,7 +754,7 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
 
     // MARK: HISTORY
 
-    @Test func historyPushesTheHeldMessagesAfterTheSeqThroughTheAcknowledgedPath() {
+    @Test func historyPushesTheHeldMessagesAfterTheSeqThroughTheAcknowledgedPath() throws {
         var room = Room(room: .init(history: 5))
         for token in 1...8 { _ = room.say("m\(token)", token: token, from: alice) }
         #expect(room.service.history.map(\.seq) == [4, 5, 6, 7, 8])
@@ -763,7 +763,7 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         // Older than history holds: first_seq says where it starts.
         #expect(room.history(after: 0, from: bob) == "CHAT/1 1 SUCCESS 4 8")
         let pushes = room.pushes()
-        #expect(pushes.map(\.message) == room.service.history)
+        try #require(pushes.map(\.message) == room.service.history)
         #expect(pushes.allSatisfy { $0.to == bob })
         #expect(Set(pushes.map(\.id)).count == 5)
         // Acknowledged like any push; the one that is not is sent again under its id.
@@ -778,13 +778,13 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(room.history(after: 2, from: bob) == "CHAT/1 1 SUCCESS 4 8")
     }
 
-    @Test func historyPushesRespectTheWindow() {
+    @Test func historyPushesRespectTheWindow() throws {
         var room = Room(room: .init(window: 2))
         for token in 1...5 { _ = room.say("m\(token)", token: token, from: alice) }
         _ = room.join(bob)
         #expect(room.history(after: 0, from: bob) == "CHAT/1 1 SUCCESS 1 5")
         let first = room.pushes()
-        #expect(first.map(\.message.seq) == [1, 2])
+        try #require(first.map(\.message.seq) == [1, 2])
         _ = room.ack(first[0].id, from: bob)
         #expect(room.pushes().map(\.message.seq) == [3])
     }
