@@ -102,6 +102,7 @@ extension ChatService {
         }
         let key = AddressKey(source.address)
         var mustHold = configuration.journaling && commits.isPending(source.address)
+        var ifSyncFails = IfSyncFails.refuse(id: id)
         func error(_ reason: ErrorReason, _ detail: String? = nil) {
             Response.error(id: id, reason: reason, detail: detail).write(into: &reply)
         }
@@ -137,6 +138,7 @@ extension ChatService {
                 // A retransmission: its first answer, once that is true.
                 ChatReply.success(id: id, into: &reply) { ChatReply.field(seq, to: &$0) }
                 mustHold = mustHold || seq > room.lastSeq
+                ifSyncFails = .sendIfStored(id: id, seq: seq)
                 break
             }
             guard messageLimiter.allow(source.address, now: now) else {
@@ -192,7 +194,7 @@ extension ChatService {
         commits.hold(
             Held(
                 transmit: Transmit(destination: source, socket: socket, bytes: reply), requestSize: size,
-                ifSyncFails: .refuse(id: id)))
+                ifSyncFails: ifSyncFails))
         return false
     }
 

@@ -875,6 +875,25 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(commitBytes(room.work()) == Journal.line(.message(message(2, "alice", "queued"))))
     }
 
+    @Test func aRetransmissionOfAStoredMessageIsNotRefusedByALaterFailedSync() {
+        var room = Room(journaling: true)
+        _ = room.join(bob)
+        #expect(room.say("stored", token: 1, id: 1, from: alice) == nil)
+        _ = room.work()  // seq 1 in flight
+        #expect(room.say("lost", token: 2, id: 2, from: alice) == nil)  // seq 2, the next group
+        #expect(room.say("stored", token: 1, id: 3, from: alice) == nil, "seq 1 is not on disk yet")
+        room.service.committed(journalLength: header + 100, now: room.now)
+        let first = room.drain()
+        #expect(first.replies == ["CHAT/1 1 SUCCESS 1"])
+        #expect(first.pushes.map(\.message.seq) == [1])
+        _ = room.work()  // seq 2 in flight, with the retransmission's answer held behind it
+        room.service.commitFailed(error: "EIO", journalLength: header + 100)
+        // Seq 1 is on disk and was pushed: its retransmission hears so, not UNAVAILABLE.
+        #expect(room.drain().replies == ["CHAT/1 2 ERROR UNAVAILABLE", "CHAT/1 3 SUCCESS 1"])
+        #expect(room.lastSeq == 1)
+        #expect(room.say("stored", token: 1, id: 4, from: alice) == "CHAT/1 4 SUCCESS 1")
+    }
+
     @Test func aSnapshotHoldsOnlyMessagesOnDisk() {
         var room = Room(journaling: true, snapshotInterval: .seconds(30))
         _ = room.say("kept", token: 1, from: alice)
