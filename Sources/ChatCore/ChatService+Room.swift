@@ -18,9 +18,10 @@
 // for its n-th send; after `max_attempts` sends and one more wait it gives
 // up, and the member is dropped (unreachable). A cursor older than the
 // oldest message history holds drops the member too (behind): it catches
-// up with HISTORY, which moves its cursor. Presence is lazy: each member
-// has one timer at its last-heard time plus the TTL, pushed back when it
-// fires early rather than on every datagram.
+// up with HISTORY, which moves its cursor and supersedes its pushes in
+// flight (the cursor sends again whatever of them it still wants).
+// Presence is lazy: each member has one timer at its last-heard time plus
+// the TTL, pushed back when it fires early rather than on every datagram.
 //
 // Seqs: `room.lastSeq` is the newest seq anyone may have seen; with a
 // journal a message is neither answered nor pushed until its record is
@@ -177,6 +178,13 @@ extension ChatService {
                 error(.notJoined)
                 break
             }
+            // Superseded: pushes still in flight would hold the window, or
+            // drop the member as behind for messages it has just given up.
+            for pushID in room.members[key]!.pushes {
+                room.pushes[pushID] = nil
+                timers.cancel(.push(pushID))
+            }
+            room.members[key]!.pushes.removeAll()
             let wanted = after == .max ? after : after + 1
             let oldest = room.history.first?.seq ?? room.lastSeq + 1
             room.members[key]!.next = min(max(wanted, oldest), room.lastSeq + 1)

@@ -574,6 +574,31 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(room.departures() == [.behind])
     }
 
+    @Test func aMemberThatCaughtUpWithHistoryIsNotDroppedForPushesItMissedBefore() throws {
+        var room = Room(room: .init(history: 3))
+        _ = room.join(bob)
+        for token in 1...5 { _ = room.say("m\(token)", token: token, from: alice) }
+        #expect(room.pushes().map(\.message.seq) == [1, 2, 3, 4, 5], "all lost on the way")
+        // The member notices the gap and catches up, as it must.
+        #expect(room.history(after: 0, from: bob) == "CHAT/1 1 SUCCESS 3 5")
+        let caughtUp = room.pushes()
+        try #require(caughtUp.map(\.message.seq) == [3, 4, 5])
+        for push in caughtUp { _ = room.ack(push.id, from: bob) }
+        room.advance(.seconds(1))
+        #expect(room.memberCount == 1, "it holds everything history holds")
+        #expect(room.departures().isEmpty)
+        #expect(room.transmits().isEmpty, "nothing left to push")
+    }
+
+    @Test func historyStartsItsPushesAtOnceWhateverWasInFlight() {
+        var room = Room(room: .init(window: 2))
+        _ = room.join(bob)
+        for token in 1...4 { _ = room.say("m\(token)", token: token, from: alice) }
+        #expect(room.pushes().map(\.message.seq) == [1, 2])
+        #expect(room.history(after: 2, from: bob) == "CHAT/1 1 SUCCESS 3 4")
+        #expect(room.pushes().map(\.message.seq) == [3, 4], "not behind a window of pushes HISTORY superseded")
+    }
+
     @Test func aSilentMemberIsDroppedAfterThePresenceTTL() {
         var room = Room(room: .init(presenceTTL: .seconds(10)))
         let t0 = room.now
