@@ -919,6 +919,37 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(room.say("stored", token: 1, id: 4, from: alice) == "CHAT/1 4 SUCCESS 1")
     }
 
+    @Test func aJoinAndASayBehindAPendingRegistrationShareItsFate() {
+        for syncWorks in [true, false] {
+            var room = Room(journaling: true, users: [])
+            #expect(room.send("CHAT/1 20 INTRODUCE alice", from: alice) == nil)
+            #expect(room.join(alice, id: 21) == nil, "its answer reflects the pending registration")
+            #expect(room.say("first words", token: 1, id: 22, from: alice) == nil)
+            let lines = commitBytes(room.work()).map { String(decoding: $0, as: UTF8.self) }
+            #expect(lines?.split(separator: "\n").count == 2, "the registration, then the message")
+            _ = room.events()
+            if syncWorks {
+                room.service.committed(journalLength: header + 200, now: room.now)
+                let out = room.drain()
+                #expect(out.replies == ["CHAT/1 20 SUCCESS alice", "CHAT/1 21 SUCCESS alice 0", "CHAT/1 22 SUCCESS 1"])
+                #expect(out.pushes.map(\.message) == [message(1, "alice", "first words")])
+                #expect(room.memberCount == 1)
+            } else {
+                room.service.commitFailed(error: "EIO", journalLength: header)
+                let out = room.drain()
+                #expect(out.replies == [
+                    "CHAT/1 20 ERROR UNAVAILABLE", "CHAT/1 21 ERROR UNAVAILABLE", "CHAT/1 22 ERROR UNAVAILABLE",
+                ])
+                #expect(out.pushes.isEmpty)
+                #expect(room.memberCount == 0, "a member whose address holds no name is no member")
+                #expect(room.events() == [
+                    .journalFailed(error: "EIO"), .memberLeft(nil, client: alice, reason: .unregistered),
+                ])
+                #expect(room.lastSeq == 0)
+            }
+        }
+    }
+
     @Test func aSnapshotHoldsOnlyMessagesOnDisk() {
         var room = Room(journaling: true, snapshotInterval: .seconds(30))
         _ = room.say("kept", token: 1, from: alice)
