@@ -18,9 +18,10 @@
 // for its n-th send; after `max_attempts` sends and one more wait it gives
 // up, and the member is dropped (unreachable). A cursor older than the
 // oldest message history holds drops the member too (behind): it catches
-// up with HISTORY, which moves its cursor. Presence is lazy: each member
-// has one timer at its last-heard time plus the TTL, pushed back when it
-// fires early rather than on every datagram.
+// up with HISTORY, which moves its cursor and supersedes its pushes in
+// flight (the cursor sends again whatever of them it still wants).
+// Presence is lazy: each member has one timer at its last-heard time plus
+// the TTL, pushed back when it fires early rather than on every datagram.
 //
 // Seqs: `room.lastSeq` is the newest seq anyone may have seen; with a
 // journal a message is neither answered nor pushed until its record is
@@ -102,6 +103,7 @@ extension ChatService {
         }
         let key = AddressKey(source.address)
         var mustHold = configuration.journaling && commits.isPending(source.address)
+        var ifSyncFails = IfSyncFails.refuse(id: id)
         func error(_ reason: ErrorReason, _ detail: String? = nil) {
             Response.error(id: id, reason: reason, detail: detail).write(into: &reply)
         }
@@ -137,6 +139,7 @@ extension ChatService {
                 // A retransmission: its first answer, once that is true.
                 ChatReply.success(id: id, into: &reply) { ChatReply.field(seq, to: &$0) }
                 mustHold = mustHold || seq > room.lastSeq
+                ifSyncFails = .sendIfStored(id: id, seq: seq)
                 break
             }
             guard messageLimiter.allow(source.address, now: now) else {
@@ -186,6 +189,13 @@ extension ChatService {
                 error(.notJoined)
                 break
             }
+            // Superseded: pushes still in flight would hold the window, or
+            // drop the member as behind for messages it has just given up.
+            for pushID in room.members[key]!.pushes {
+                room.pushes[pushID] = nil
+                timers.cancel(.push(pushID))
+            }
+            room.members[key]!.pushes.removeAll()
             let wanted = after == .max ? after : after + 1
             // The first held message from `wanted` on: past a gap when older
             // ones are gone (or, after a crash without a journal, were never kept).
@@ -205,7 +215,7 @@ extension ChatService {
         commits.hold(
             Held(
                 transmit: Transmit(destination: source, socket: socket, bytes: reply), requestSize: size,
-                ifSyncFails: .refuse(id: id)))
+                ifSyncFails: ifSyncFails))
         return false
     }
 

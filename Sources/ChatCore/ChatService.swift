@@ -248,6 +248,9 @@ public struct ChatService {
     enum IfSyncFails: Sendable {
         case sendAsIs
         case refuse(id: UInt32)
+        /// `SUCCESS <seq>` to a retransmitted SAY: true if `seq` is on disk
+        /// (an earlier group), else refused like the message itself.
+        case sendIfStored(id: UInt32, seq: UInt64)
         case answerConnect(id: UInt32)
     }
 
@@ -441,6 +444,12 @@ public struct ChatService {
                 if let transmit = held.transmit { transmits.append(transmit) }
             case .refuse(let id):
                 answer(held, with: .error(id: id, reason: .unavailable))
+            case .sendIfStored(let id, let seq):
+                if seq <= room.lastSeq {
+                    if let transmit = held.transmit { transmits.append(transmit) }
+                } else {
+                    answer(held, with: .error(id: id, reason: .unavailable))
+                }
             case .answerConnect(let id):
                 guard let destination = held.transmit?.destination else { continue }
                 let result = RequestHandler.handle(.request(.connect(id: id)), from: destination.address, registry: &registry)
