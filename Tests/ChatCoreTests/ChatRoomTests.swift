@@ -963,6 +963,37 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(job?.messages == [message(1, "alice", "kept")])
         #expect(job?.lastSeq == 1)
     }
+
+    /// Without a journal messages are pushed before they reach the disk, so
+    /// the history file must claim their seqs first: a SAY past the claim
+    /// is refused until a snapshot has claimed more.
+    @Test func withoutAJournalSeqsAreClaimedOnDiskBeforeTheyAreGiven() {
+        var room = Room()
+        var registry = Registry(maxUsers: 100)
+        registry.restore(name("alice"), at: alice.address)
+        room.service = ChatService(
+            configuration: .init(
+                maxUsers: 100, ratePerIP: 0, burstPerIP: 4, journaling: false, snapshotInterval: .seconds(3600)),
+            registry: registry, journalLength: 0, lastSeq: 0, seqsReserved: 2, now: start, seed: 7)
+        room.service.wallClock = wall
+        #expect(room.say("one", token: 1, from: alice) == "CHAT/1 1 SUCCESS 1")
+        // Less than half a reservation left: a snapshot claims more at once.
+        let jobs = room.work().compactMap { work -> ChatService.SnapshotJob? in
+            if case .writeSnapshot(let job) = work { job } else { nil }
+        }
+        #expect(jobs.map(\.lastSeq) == [ChatService.seqReservation])
+        #expect(room.say("two", token: 2, from: alice) == "CHAT/1 1 SUCCESS 2")
+        #expect(room.say("three", token: 3, from: alice) == "CHAT/1 1 ERROR UNAVAILABLE")
+        room.service.snapshotWritten(.init(savedAt: 0, bytes: 0, duration: .zero))
+        #expect(room.say("three", token: 3, from: alice) == "CHAT/1 1 SUCCESS 3")
+        // The last snapshot, at a clean stop, claims nothing ahead.
+        room.service.stop()
+        room.service.writeFinalSnapshot()
+        let final = room.work().compactMap { work -> ChatService.SnapshotJob? in
+            if case .writeSnapshot(let job) = work { job } else { nil }
+        }
+        #expect(final.map(\.lastSeq) == [3])
+    }
 }
 
 @Suite struct RoomStorageTests {
