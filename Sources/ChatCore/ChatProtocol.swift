@@ -248,12 +248,10 @@ public enum ChatInbound: Equatable, Sendable {
             }
             guard fields.atEnd else { return nil }
             self = .success(id: id, fields: values)
-        } else if kind.elementsEqual(ASCII.error), let reason = fields.next(), isToken(reason) {
-            let detail = fields.next()
-            guard fields.atEnd, detail.map(isToken) ?? true else { return nil }
-            self = .error(
-                id: id, reason: ErrorReason(rawValue: String(decoding: reason, as: UTF8.self)),
-                detail: detail.map { String(decoding: $0, as: UTF8.self) })
+        } else if kind.elementsEqual(ASCII.error) {
+            // The handshake's errors and the chat's share one grammar.
+            guard case .error(_, let reason, let detail)? = Response(datagram) else { return nil }
+            self = .error(id: id, reason: reason, detail: detail)
         } else if kind.elementsEqual(Verb.cookie), let cookie = fields.next().flatMap(CookieText.parse),
             fields.atEnd
         {

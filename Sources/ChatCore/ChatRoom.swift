@@ -145,13 +145,13 @@ struct TokenMemory: Sendable {
     }
 }
 
-/// A small, fast generator for push ids (SplitMix64): unpredictable enough
+/// A small, fast generator (SplitMix64): for push ids, unpredictable enough
 /// that an off-path sender cannot guess an id in flight, which is all an id
-/// must be; the seed comes from the shell's randomness.
-struct SplitMix64: Sendable {
+/// must be, with the seed from the shell's randomness; for tests, repeatable.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
         state &+= 0x9e37_79b9_7f4a_7c15
         var z = state
         z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
