@@ -222,3 +222,158 @@ func seq(of answer: ChatInbound?) -> UInt64? {
         #expect(try daemon.stop() == 0)
     }
 }
+
+/// A `chat talk` process: lines written to its stdin, its stdout and
+/// stderr in files that can be read while it runs.
+final class Talker {
+    let process = Process()
+    let input = Pipe()
+    let outPath: String
+    let errPath: String
+
+    init(_ name: String, bind: String, daemon: Daemon, clientConfig: String, extra: [String] = []) throws {
+        outPath = daemon.folder.appendingPathComponent("\(name).out").path
+        errPath = daemon.folder.appendingPathComponent("\(name).err").path
+        for path in [outPath, errPath] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        process.executableURL = Binaries.chat
+        process.arguments =
+            ["talk", name] + extra + [
+                "--config", clientConfig, "--server", "127.0.0.1", "--port", "\(daemon.port)", "--bind", bind,
+            ]
+        process.standardInput = input
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
+    var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+
+    /// The texts of the messages printed (`--json` output), in order.
+    var texts: [String] {
+        stdout.split(separator: "\n").compactMap { line in
+            guard let data = line.data(using: .utf8),
+                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            else { return nil }
+            return object["text"] as? String
+        }
+    }
+
+    func say(_ line: String) { input.fileHandleForWriting.write(Data((line + "\n").utf8)) }
+    func endInput() { try? input.fileHandleForWriting.close() }
+    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// Waits until `condition` holds (true) or `timeout` passes (false).
+    func waitUntil(_ timeout: Duration, _ condition: (Talker) -> Bool) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if condition(self) { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return condition(self)
+    }
+
+    /// Waits for the exit (at most `timeout`) and returns its status.
+    func exitStatus(within timeout: Duration) -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+}
+
+@Suite(.serialized) struct ChatTalkTests {
+    /// A client config with a short keepalive, so rejoining is quick.
+    func clientConfig(_ daemon: Daemon) throws -> String {
+        let path = daemon.folder.appendingPathComponent("client.toml").path
+        try "[client]\ntimeout_ms = 200\nmax_attempts = 5\nkeepalive_s = 1\n".write(
+            toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// Two `chat talk` members and a `chat say` from a third address: both
+    /// members print the same messages in the same order, each once.
+    @Test func twoTalkersAndASayerSeeTheSameMessagesInTheSameOrder() throws {
+        let daemon = try Daemon()
+        try daemon.start()
+        let config = try clientConfig(daemon)
+        let ann = try Talker("ann", bind: "127.0.0.81", daemon: daemon, clientConfig: config, extra: ["--json"])
+        let ben = try Talker("ben", bind: "127.0.0.82", daemon: daemon, clientConfig: config, extra: ["--json"])
+        #expect(ann.waitUntil(.seconds(10)) { $0.stderr.contains("joined") })
+        #expect(ben.waitUntil(.seconds(10)) { $0.stderr.contains("joined") })
+        for i in 1...5 {
+            ann.say("ann \(i)")
+            ben.say("ben \(i)")
+        }
+        let said = try runProgram(
+            Binaries.chat,
+            ["say", "from", "cy", "--config", emptyConfig, "--server", "127.0.0.1", "--port", "\(daemon.port)",
+                "--bind", "127.0.0.83", "--timeout-ms", "200", "--attempts", "4"])
+        // cy has no username yet: `chat say` exits 3, as `chat connect` does.
+        #expect(said.status == 3, "chat say without a username: \(said.status) \(said.stderr)")
+        let joined = try runProgram(
+            Binaries.chat,
+            ["join", "cy", "--config", emptyConfig, "--server", "127.0.0.1", "--port", "\(daemon.port)", "--bind",
+                "127.0.0.83", "--timeout-ms", "200", "--attempts", "4"])
+        #expect(joined.status == 0)
+        let posted = try runProgram(
+            Binaries.chat,
+            ["say", "hello", "from", "cy", "--config", emptyConfig, "--server", "127.0.0.1", "--port",
+                "\(daemon.port)", "--bind", "127.0.0.83", "--timeout-ms", "200", "--attempts", "4"])
+        #expect(posted.status == 0)
+        #expect(UInt64(posted.lastLine ?? "") != nil, "chat say prints the seq: \(posted.stdout)")
+        for talker in [ann, ben] {
+            #expect(talker.waitUntil(.seconds(10)) { $0.texts.count >= 11 })
+        }
+        #expect(ann.texts == ben.texts)
+        #expect(Set(ann.texts) == Set((1...5).flatMap { ["ann \($0)", "ben \($0)"] } + ["hello from cy"]))
+        #expect(ann.texts.count == 11, "printed twice: \(ann.texts)")
+        // Each one's own lines in the order typed.
+        #expect(ann.texts.filter { $0.hasPrefix("ann") } == (1...5).map { "ann \($0)" })
+        let who = try runProgram(
+            Binaries.chat,
+            ["who", "--config", emptyConfig, "--server", "127.0.0.1", "--port", "\(daemon.port)", "--bind",
+                "127.0.0.83", "--timeout-ms", "200", "--attempts", "4"])
+        #expect(who.status == 0)
+        #expect(who.stdout.split(separator: "\n").map(String.init) == ["ann", "ben"])
+        ann.endInput()
+        ben.endInput()
+        #expect(ann.exitStatus(within: .seconds(10)) == 0)
+        #expect(ben.exitStatus(within: .seconds(10)) == 0)
+        #expect(daemon.waitForLog("reason=leave"))
+        #expect(try daemon.stop() == 0)
+    }
+
+    /// A member stopped (SIGSTOP) past the retry span is dropped as
+    /// unreachable; continued, it rejoins with its keepalive and catches up
+    /// through HISTORY with nothing missing and nothing twice.
+    @Test func aStoppedMemberIsDroppedAndCatchesUpOnceContinued() throws {
+        let daemon = try Daemon(
+            extraConfig: "\n[delivery]\ntimeout_ms = 100\nbackoff = 1.0\nmax_attempts = 3\n")
+        try daemon.start()
+        let config = try clientConfig(daemon)
+        let dee = try Talker("dee", bind: "127.0.0.91", daemon: daemon, clientConfig: config, extra: ["--listen", "--json"])
+        #expect(dee.waitUntil(.seconds(10)) { $0.stderr.contains("joined") })
+        let poster = try RawChatClient(source: "127.0.0.92", port: daemon.port)
+        try poster.introduce("poster")
+        func post(_ text: String, _ token: UInt64) throws {
+            #expect(seq(of: try poster.ask(.say(id: 0, cookie: 0, token: token, text: Array(text.utf8)))) != nil)
+        }
+        try post("before", 1)
+        #expect(dee.waitUntil(.seconds(10)) { $0.texts == ["before"] })
+        dee.signal(SIGSTOP)
+        try post("while stopped 1", 2)
+        try post("while stopped 2", 3)
+        #expect(daemon.waitForLog("reason=unreachable"), "the stopped member was not dropped")
+        try post("after the drop", 4)
+        dee.signal(SIGCONT)
+        #expect(dee.waitUntil(.seconds(15)) { $0.texts.count >= 4 })
+        #expect(dee.texts == ["before", "while stopped 1", "while stopped 2", "after the drop"])
+        dee.signal(SIGTERM)
+        #expect(dee.exitStatus(within: .seconds(10)) == 0)
+        #expect(try daemon.stop() == 0)
+    }
+}
