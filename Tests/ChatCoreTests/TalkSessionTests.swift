@@ -1,0 +1,506 @@
+// TalkSession on virtual time against a server the test plays by hand:
+// each test reads what the session sends and answers it with the datagrams
+// chatd would (or would not) send.
+
+import ChatCore
+import Testing
+
+private let server = Endpoint(.v4(0x7f00_0001), port: 7447)
+private let t0 = Instant(nanoseconds: 1_000_000_000)
+private let cookie: UInt64 = 0x0123_4567_89ab_cdef
+private let cookieText = "0123456789abcdef"
+
+private func name(_ text: String) -> Username { Username(text)! }
+
+/// A session and the test's side of it.
+private struct Harness {
+    var session: TalkSession<SplitMix64>
+    var now = t0
+
+    init(attempts: Int = 3, keepalive: Duration = .seconds(25), hold: Duration = .seconds(1)) {
+        session = TalkSession(
+            server: server,
+            settings: TalkSettings(
+                requests: HandshakeSettings(timeout: .milliseconds(500), maxAttempts: attempts, backoff: 2, jitter: 0),
+                keepalive: keepalive, hold: hold),
+            random: SplitMix64(seed: 42))
+    }
+
+    /// Everything the session sent since the last call, parsed.
+    mutating func sent() -> [ChatRequest] {
+        var all: [ChatRequest] = []
+        while let bytes = session.pollTransmit() {
+            guard case .chat(let request) = RequestParse(bytes) else {
+                Issue.record("the session sent something that is not a chat request: \(bytes)")
+                continue
+            }
+            all.append(request)
+        }
+        return all
+    }
+
+    /// The one request sent since the last call, or a thrown failure.
+    mutating func next() throws -> ChatRequest {
+        let all = sent()
+        guard all.count == 1 else { throw Failure("expected one request, got \(all)") }
+        return all[0]
+    }
+
+    /// The last request sent since the last call.
+    mutating func last() throws -> ChatRequest {
+        guard let last = sent().last else { throw Failure("expected a request, got none") }
+        return last
+    }
+
+    mutating func outputs() -> [TalkOutput] {
+        var all: [TalkOutput] = []
+        while let output = session.pollOutput() { all.append(output) }
+        return all
+    }
+
+    mutating func notices() -> [TalkNotice] {
+        outputs().compactMap { if case .notice(let notice) = $0 { notice } else { nil } }
+    }
+
+    mutating func printedSeqs() -> [UInt64] {
+        outputs().compactMap { if case .message(let message) = $0 { message.seq } else { nil } }
+    }
+
+    mutating func reply(_ text: String) {
+        session.handle(datagram: Array(text.utf8), from: server, now: now)
+    }
+
+    mutating func push(id: UInt32, seq: UInt64, from: String = "bob", text: String = "hi") {
+        reply("CHAT/1 \(id) MESSAGE \(seq) 1700000000000 \(from) \(text)")
+    }
+
+    mutating func input(_ line: String) { session.input(Array(line.utf8), now: now) }
+
+    /// Moves time on by `duration`, firing every deadline on the way.
+    mutating func advance(_ duration: Duration) {
+        let end = now + duration
+        while let deadline = session.nextTimeout(), deadline <= end {
+            now = max(now, deadline)
+            session.handleTimeout(now: now)
+        }
+        now = end
+    }
+
+    /// Started and joined with the cookie, the room's last seq `last`, and
+    /// the "joined" WHO answered; everything sent or shown so far is read.
+    static func joined(last: UInt64 = 5, attempts: Int = 3, hold: Duration = .seconds(1)) throws -> Harness {
+        var h = Harness(attempts: attempts, hold: hold)
+        h.session.start(now: h.now)
+        let join = try h.next()
+        h.reply("CHAT/1 \(join.id) COOKIE \(cookieText)")
+        let again = try h.next()
+        h.reply("CHAT/1 \(again.id) SUCCESS alice \(last)")
+        let who = try h.next()
+        h.reply("CHAT/1 \(who.id) SUCCESS 2 alice bob")
+        _ = h.outputs()
+        return h
+    }
+}
+
+@Suite struct TalkSessionTests {
+    // MARK: Joining and cookies
+
+    @Test func joinTakesTheCookieAsANewAttemptThenSaysWhoJoined() throws {
+        var h = Harness()
+        h.session.start(now: h.now)
+        let first = try h.next()
+        guard case .join(let id1, 0) = first else { throw Failure("expected JOIN with no cookie, got \(first)") }
+        h.advance(.milliseconds(400))
+        h.reply("CHAT/1 \(id1) COOKIE \(cookieText)")
+        let second = try h.next()
+        guard case .join(let id2, cookie) = second else { throw Failure("expected JOIN with the cookie, got \(second)") }
+        #expect(id2 != id1)
+        // A new attempt, not a failure: it waits the first attempt's timeout, and
+        // three more COOKIE-free timeouts would be needed to give up.
+        #expect(h.session.nextTimeout() == h.now + .milliseconds(500))
+        h.reply("CHAT/1 \(id2) SUCCESS alice 5")
+        #expect(h.session.username == name("alice"))
+        #expect(h.session.printed == 5)
+        let who = try h.next()
+        #expect(who == .who(id: who.id, cookie: cookie, after: nil))
+        h.reply("CHAT/1 \(who.id) SUCCESS 3 alice bob carol")
+        #expect(h.notices() == [.joined(name("alice"), online: 3)])
+        // Later requests carry the cookie from the start.
+        h.input("hello")
+        guard case .say(_, cookie, _, _) = try h.next() else { throw Failure("SAY without the cookie") }
+    }
+
+    @Test func aCookieRefusedAgainCountsAsAFailedAttempt() throws {
+        var h = Harness(attempts: 2)
+        h.session.start(now: h.now)
+        h.reply("CHAT/1 \(try h.next().id) COOKIE \(cookieText)")
+        h.reply("CHAT/1 \(try h.next().id) COOKIE \(cookieText)")  // the one it carried: something is wrong
+        let third = try h.next()
+        #expect(third.cookie == cookie)
+        h.reply("CHAT/1 \(third.id) COOKIE \(cookieText)")
+        #expect(h.session.result == .unreachable(attempts: 2))
+    }
+
+    @Test func theFirstJoinUnansweredEndsTheSession() throws {
+        var h = Harness(attempts: 3)
+        h.session.start(now: h.now)
+        h.advance(.seconds(10))
+        #expect(h.sent().count == 3)
+        #expect(h.session.result == .unreachable(attempts: 3))
+        #expect(h.session.nextTimeout() == nil)
+    }
+
+    @Test func joinOfAnUnregisteredAddressEndsAsNotRegistered() throws {
+        var h = Harness()
+        h.session.start(now: h.now)
+        h.reply("CHAT/1 \(try h.next().id) ERROR CLIENT_NOT_FOUND")
+        #expect(h.session.result == .notRegistered)
+    }
+
+    @Test func aNewCookieForARequestThatCarriedOneJoinsAgainAtOnce() throws {
+        var h = try Harness.joined()
+        h.input("hello")
+        let say = try h.next()
+        // The server restarted: a new secret, and it forgot its members.
+        h.reply("CHAT/1 \(say.id) COOKIE 00000000000000aa")
+        let sent = h.sent()
+        #expect(sent.count == 2)
+        #expect(sent.allSatisfy { $0.cookie == 0xaa })
+        #expect(sent.contains { if case .join = $0 { true } else { false } })
+        #expect(sent.contains { if case .say(_, _, let token, _) = $0, case .say(_, _, token, _) = say { true } else { false } })
+    }
+
+    // MARK: Lines
+
+    @Test func sayRetriesUnderTheClientRulesWithOneTokenAndFreshIDs() throws {
+        var h = try Harness.joined(attempts: 4)
+        h.input("hello there")
+        var sent = [try h.next()]
+        var waits: [Duration] = []
+        for _ in 1..<4 {
+            let before = h.now
+            h.advance(try #require(h.session.nextTimeout()) - h.now)
+            waits.append(h.now - before)
+            sent.append(try h.next())
+        }
+        #expect(waits == [.milliseconds(500), .seconds(1), .seconds(2)])
+        let tokens = sent.compactMap { if case .say(_, _, let token, _) = $0 { token } else { nil } }
+        #expect(tokens.count == 4 && Set(tokens).count == 1)
+        #expect(Set(sent.map(\.id)).count == 4)
+        #expect(sent.allSatisfy { if case .say(_, _, _, let text) = $0 { text == Array("hello there".utf8) } else { false } })
+        // A late answer to an earlier attempt is ignored; the current one counts.
+        h.reply("CHAT/1 \(sent[1].id) SUCCESS 6")
+        h.advance(.milliseconds(10))
+        #expect(h.sent().isEmpty)
+        h.reply("CHAT/1 \(sent[3].id) SUCCESS 6")
+        h.advance(.seconds(4))
+        #expect(h.notices().isEmpty)
+    }
+
+    @Test func eachLineHasItsOwnTokenAndWaitsForTheOneBefore() throws {
+        var h = try Harness.joined()
+        h.input("one")
+        h.input("two")
+        let first = try h.next()
+        h.reply("CHAT/1 \(first.id) SUCCESS 6")
+        let second = try h.next()
+        guard case .say(_, _, let token1, let text1) = first, case .say(_, _, let token2, let text2) = second else {
+            throw Failure("expected two SAYs")
+        }
+        #expect(text1 == Array("one".utf8) && text2 == Array("two".utf8))
+        #expect(token1 != token2)
+    }
+
+    @Test func aLineThatRunsOutOfAttemptsIsUndeliveredWithTheLinesBehindIt() throws {
+        var h = try Harness.joined(attempts: 2)
+        h.input("one")
+        h.input("two")
+        _ = h.sent()
+        h.advance(.milliseconds(1600))
+        #expect(
+            h.notices() == [
+                .serverLost, .notDelivered(text: "one", reason: .noAnswer), .notDelivered(text: "two", reason: .noAnswer),
+            ])
+        // Lost, it keeps a JOIN going; once one is answered, it is back.
+        let probe = try h.last()
+        guard case .join = probe else { throw Failure("expected a JOIN probe, got \(probe)") }
+        h.reply("CHAT/1 \(probe.id) SUCCESS alice 5")
+        #expect(h.notices() == [.serverBack])
+    }
+
+    @Test func rateLimitedLinesWaitAndKeepTheirToken() throws {
+        var h = try Harness.joined(attempts: 2)
+        h.input("hello")
+        let first = try h.next()
+        h.reply("CHAT/1 \(first.id) ERROR RATE_LIMITED")
+        h.reply("CHAT/1 \(first.id) ERROR RATE_LIMITED")  // a duplicate: ignored
+        #expect(h.notices() == [.rateLimited])
+        h.advance(.milliseconds(499))
+        #expect(h.sent().isEmpty)
+        h.advance(.milliseconds(1))
+        let again = try h.next()
+        guard case .say(_, _, let token1, _) = first, case .say(_, _, let token2, _) = again else {
+            throw Failure("expected SAY twice")
+        }
+        #expect(token1 == token2)
+        // Not counted as attempts: with max_attempts 2 a third send still comes.
+        h.reply("CHAT/1 \(again.id) ERROR RATE_LIMITED")
+        h.advance(.seconds(1))
+        let third = try h.next()
+        h.reply("CHAT/1 \(third.id) SUCCESS 6")
+        #expect(h.notices().isEmpty)
+    }
+
+    @Test func aRefusedLineIsReportedAndTheNextGoes() throws {
+        var h = try Harness.joined()
+        h.input("one")
+        h.input("two")
+        h.reply("CHAT/1 \(try h.next().id) ERROR INVALID_MESSAGE ENCODING")
+        #expect(h.notices() == [.notDelivered(text: "one", reason: .refused(.invalidMessage, detail: "ENCODING"))])
+        guard case .say(_, _, _, let text) = try h.next() else { throw Failure("expected SAY") }
+        #expect(text == Array("two".utf8))
+    }
+
+    @Test func linesOffTheRuleAreRefusedLocally() throws {
+        var h = try Harness.joined()
+        h.input(String(repeating: "x", count: 401))
+        h.input("tab\there")
+        h.input("")
+        h.input(String(repeating: "é", count: 200))  // 400 bytes: fine
+        #expect(h.notices() == [.lineTooLong(bytes: 401), .lineNotText])
+        #expect(h.sent().count == 1)
+    }
+
+    @Test func commands() throws {
+        var h = try Harness.joined()
+        h.input("/help")
+        h.input("/nope x")
+        #expect(h.notices() == [.help, .unknownCommand("nope")])
+        h.input("//who")
+        guard case .say(_, _, _, let text) = try h.next() else { throw Failure("expected SAY") }
+        #expect(text == Array("/who".utf8))
+    }
+
+    @Test func whoPagesWithAfterUntilItHasEveryName() throws {
+        var h = try Harness.joined()
+        h.input("/who")
+        let page1 = try h.next()
+        #expect(page1 == .who(id: page1.id, cookie: cookie, after: nil))
+        h.reply("CHAT/1 \(page1.id) SUCCESS 3 alice Bob")
+        let page2 = try h.next()
+        #expect(page2 == .who(id: page2.id, cookie: cookie, after: name("Bob")))
+        h.reply("CHAT/1 \(page2.id) SUCCESS 3 carol")
+        #expect(h.notices() == [.members(count: 3, names: [name("alice"), name("Bob"), name("carol")])])
+    }
+
+    // MARK: Messages
+
+    @Test func everyPushIsAcknowledgedAndPrintedOnceInSeqOrder() throws {
+        var h = try Harness.joined(last: 5)
+        h.push(id: 1_111_111_111, seq: 7)
+        h.push(id: 1_111_111_112, seq: 6)
+        h.push(id: 1_111_111_112, seq: 6)  // a retransmission
+        h.push(id: 1_111_111_113, seq: 5)  // older than the join
+        #expect(
+            h.sent() == [
+                .ack(id: 1_111_111_111), .ack(id: 1_111_111_112), .ack(id: 1_111_111_112), .ack(id: 1_111_111_113),
+            ])
+        #expect(h.printedSeqs() == [6, 7])
+        #expect(h.session.printed == 7)
+    }
+
+    @Test func aHoleIsFilledWithHistoryAfterTheHold() throws {
+        var h = try Harness.joined(last: 5)
+        h.push(id: 2_000_000_001, seq: 7)
+        _ = h.sent()
+        #expect(h.printedSeqs().isEmpty)
+        h.advance(.milliseconds(999))
+        #expect(h.sent().isEmpty)
+        h.advance(.milliseconds(1))
+        let history = try h.next()
+        #expect(history == .history(id: history.id, cookie: cookie, afterSeq: 5))
+        h.reply("CHAT/1 \(history.id) SUCCESS 6 7")
+        h.push(id: 2_000_000_002, seq: 6)
+        h.push(id: 2_000_000_003, seq: 7)
+        #expect(h.printedSeqs() == [6, 7])
+        h.advance(.seconds(10))
+        #expect(!h.sent().contains { if case .history = $0 { true } else { false } })
+    }
+
+    @Test func aHoleFilledByTheServersOwnRetransmissionNeedsNoHistory() throws {
+        var h = try Harness.joined(last: 5)
+        h.push(id: 2_000_000_001, seq: 7)
+        h.advance(.milliseconds(900))
+        h.push(id: 2_000_000_002, seq: 6)
+        h.advance(.seconds(5))
+        #expect(h.sent() == [.ack(id: 2_000_000_001), .ack(id: 2_000_000_002)])
+        #expect(h.printedSeqs() == [6, 7])
+    }
+
+    @Test func theKeepaliveFetchesTheGapWithHistory() throws {
+        var h = try Harness.joined(last: 5)
+        h.advance(.seconds(25))
+        let join = try h.next()
+        #expect(join == .join(id: join.id, cookie: cookie))
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 9")
+        let history = try h.next()
+        #expect(history == .history(id: history.id, cookie: cookie, afterSeq: 5))
+        h.reply("CHAT/1 \(history.id) SUCCESS 6 9")
+        for seq in UInt64(6)...9 { h.push(id: 3_000_000_000 + UInt32(seq), seq: seq) }
+        #expect(h.printedSeqs() == [6, 7, 8, 9])
+        // The next keepalive comes keepalive_s after this one's answer.
+        h.advance(.seconds(24))
+        #expect(!h.sent().contains { if case .join = $0 { true } else { false } })
+        h.advance(.seconds(1))
+        #expect(h.sent().contains { if case .join = $0 { true } else { false } })
+    }
+
+    @Test func aGapHistoryNoLongerHoldsIsOneNotice() throws {
+        var h = try Harness.joined(last: 5)
+        h.advance(.seconds(25))
+        h.reply("CHAT/1 \(try h.next().id) SUCCESS alice 12")
+        let history = try h.next()
+        h.reply("CHAT/1 \(history.id) SUCCESS 10 12")
+        h.push(id: 3_000_000_010, seq: 10)
+        h.push(id: 3_000_000_011, seq: 11)
+        h.push(id: 3_000_000_012, seq: 12)
+        let outputs = h.outputs()
+        #expect(outputs.first == .notice(.missed(first: 6, last: 9)))
+        let seqs: [UInt64] = outputs.dropFirst().compactMap { if case .message(let m) = $0 { m.seq } else { nil } }
+        #expect(seqs == [10, 11, 12])
+    }
+
+    @Test func aHoleThatHistoryNeverFillsIsGivenUpAfterItsRounds() throws {
+        var h = try Harness.joined(last: 5)
+        h.push(id: 2_000_000_001, seq: 7)
+        var rounds = 0
+        for _ in 0..<40 {
+            h.advance(.seconds(1))
+            for request in h.sent() {
+                switch request {
+                case .history(let id, _, 5):
+                    rounds += 1
+                    h.reply("CHAT/1 \(id) SUCCESS 6 7")  // claims 6 exists, never sends it
+                case .join(let id, _):
+                    h.reply("CHAT/1 \(id) SUCCESS alice 7")
+                default:
+                    break
+                }
+            }
+        }
+        #expect(rounds == 3)
+        #expect(h.outputs() == [.notice(.missed(first: 6, last: 6)), .message(ChatMessage(
+            seq: 7, timeMilliseconds: 1_700_000_000_000, from: name("bob"), text: Array("hi".utf8)))])
+    }
+
+    @Test func historyFromADroppedMemberJoinsAgain() throws {
+        var h = try Harness.joined(last: 5)
+        h.push(id: 2_000_000_001, seq: 7)
+        h.advance(.seconds(1))
+        let history = try h.last()
+        h.reply("CHAT/1 \(history.id) ERROR NOT_JOINED")
+        let join = try h.next()
+        guard case .join = join else { throw Failure("expected JOIN, got \(join)") }
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 7")
+        let again = try h.next()
+        #expect(again == .history(id: again.id, cookie: cookie, afterSeq: 5))
+    }
+
+    // MARK: Server lost and back
+
+    @Test func serverLostIsSaidOnceAndBackWhenAnAnswerComes() throws {
+        var h = try Harness.joined(attempts: 2)
+        h.advance(.seconds(25))
+        h.advance(.seconds(1.5))  // the keepalive runs out
+        #expect(h.notices() == [.serverLost])
+        h.input("hello")  // a line while lost is tried as usual
+        h.advance(.seconds(20))  // probes and the line run out again and again
+        #expect(h.notices() == [.notDelivered(text: "hello", reason: .noAnswer)])
+        #expect(h.session.isServerLost)
+        let probe = try h.last()
+        h.reply("CHAT/1 \(probe.id) SUCCESS alice 5")
+        #expect(h.notices() == [.serverBack])
+        #expect(!h.session.isServerLost)
+    }
+
+    // MARK: Ending
+
+    @Test func endOfInputWaitsForEveryLineThenLeavesWithZero() throws {
+        var h = try Harness.joined(last: 5)
+        h.input("bye")
+        let say = try h.next()
+        h.session.endOfInput(now: h.now)
+        #expect(h.sent().isEmpty)
+        h.reply("CHAT/1 \(say.id) SUCCESS 6")
+        // Its own message has not come back yet: it waits for it.
+        #expect(h.sent().isEmpty)
+        h.push(id: 4_000_000_006, seq: 6, from: "alice", text: "bye")
+        let sent = h.sent()
+        #expect(sent.count == 2)
+        let leave = try #require(sent.last)
+        #expect(leave == .leave(id: leave.id, cookie: cookie))
+        h.reply("CHAT/1 \(leave.id) SUCCESS alice")
+        #expect(h.session.result == .left(undelivered: 0))
+    }
+
+    @Test func endOfInputWithAnUndeliveredLineLeavesWithItsCount() throws {
+        var h = try Harness.joined(attempts: 2)
+        h.input("lost")
+        h.session.endOfInput(now: h.now)
+        h.advance(.seconds(2))
+        // Nobody answers: LEAVE goes once and the session ends at once.
+        #expect(h.sent().contains { if case .leave = $0 { true } else { false } })
+        #expect(h.session.result == .left(undelivered: 1))
+    }
+
+    @Test func endOfInputBeforeTheJoinIsAnsweredSendsTheLinesAfterIt() throws {
+        var h = Harness()
+        h.session.start(now: h.now)
+        let join = try h.next()
+        h.input("early")
+        h.session.endOfInput(now: h.now)
+        #expect(h.sent().isEmpty)
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 0")
+        let sent = h.sent()
+        #expect(sent.contains { if case .say = $0 { true } else { false } })
+        #expect(!sent.contains { if case .leave = $0 { true } else { false } })
+    }
+
+    @Test func quitLeavesAtOnce() throws {
+        var h = try Harness.joined()
+        h.input("pending")
+        _ = h.sent()
+        h.session.quit(now: h.now)
+        let leave = try h.next()
+        guard case .leave = leave else { throw Failure("expected LEAVE, got \(leave)") }
+        #expect(!h.session.acceptsInput)
+        h.reply("CHAT/1 \(leave.id) ERROR NOT_JOINED")
+        #expect(h.session.result == .interrupted)
+        #expect(h.session.nextTimeout() == nil)
+    }
+
+    @Test func slashQuitEndsLikeTheEndOfInput() throws {
+        var h = try Harness.joined()
+        h.input("/quit")
+        h.input("ignored")
+        let leave = try h.next()
+        h.reply("CHAT/1 \(leave.id) SUCCESS alice")
+        #expect(h.session.result == .left(undelivered: 0))
+    }
+
+    @Test func strayAndLateDatagramsChangeNothing() throws {
+        var h = try Harness.joined()
+        h.reply("CHAT/1 12345 SUCCESS 1")
+        h.reply("garbage")
+        h.session.handle(
+            datagram: Array("CHAT/1 1 MESSAGE 6 1 eve x".utf8), from: Endpoint(.v4(0x7f00_0009), port: 7447),
+            now: h.now)
+        #expect(h.sent().isEmpty)
+        #expect(h.outputs().isEmpty)
+    }
+}
+
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
