@@ -195,6 +195,9 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     /// What LEAVE ends with.
     private var leaveResult = TalkResult.left(undelivered: 0)
     private var lost = false
+    /// The "joined" line waits for its WHO; a /who typed meanwhile waits for that.
+    private var joinLinePending = false
+    private var whoAfterJoinLine = false
 
     private var transmits: [[UInt8]] = []
     private var transmitsTaken = 0
@@ -377,8 +380,8 @@ public struct TalkSession<Random: RandomNumberGenerator> {
             guard page.count == fields.count - 1 else { return }
             complete(id, now: now)
             names += page
-            if forJoinLine, let username {
-                notice(.joined(username, online: count))
+            if forJoinLine {
+                joinLineDone(online: count, now: now)
             } else if !forJoinLine, names.count < count, let last = page.last {
                 send(
                     .who(id: 0, cookie: 0, after: last), tag: .who(forJoinLine: false, names: names), now: now)
@@ -433,8 +436,8 @@ public struct TalkSession<Random: RandomNumberGenerator> {
             }
         case .who(let forJoinLine, _):
             attempts.complete(id)
-            if forJoinLine, let username {
-                notice(.joined(username, online: nil))
+            if forJoinLine {
+                joinLineDone(online: nil, now: now)
             } else {
                 notice(.refused(verb: "WHO", reason: reason, detail: detail))
             }
@@ -468,7 +471,7 @@ public struct TalkSession<Random: RandomNumberGenerator> {
                 serverLost(now: now)
                 lineFailed(.noAnswer, now: now)
             case .who(let forJoinLine, _):
-                if forJoinLine, let username { notice(.joined(username, online: nil)) }
+                if forJoinLine { joinLineDone(online: nil, now: now) }
                 serverLost(now: now)
             case .history:
                 serverLost(now: now)
@@ -515,6 +518,7 @@ public struct TalkSession<Random: RandomNumberGenerator> {
             newest = max(newest, lastSeq)
             held = held.filter { $0.key > lastSeq }
             flush(now: now)
+            joinLinePending = true
             send(.who(id: 0, cookie: 0, after: nil), tag: .who(forJoinLine: true, names: []), now: now)
             sendNextLine(now: now)
             closeIfDrained(now: now)
@@ -523,6 +527,16 @@ public struct TalkSession<Random: RandomNumberGenerator> {
             // the JOIN made us a member from last_seq on; fetch what came before.
             newest = max(newest, lastSeq)
             fetchHistory(now: now)
+        }
+    }
+
+    private mutating func joinLineDone(online: Int?, now: Instant) {
+        guard joinLinePending, let username else { return }
+        joinLinePending = false
+        notice(.joined(username, online: online))
+        if whoAfterJoinLine {
+            whoAfterJoinLine = false
+            command(Array("who".utf8)[...], now: now)
         }
     }
 
@@ -578,6 +592,11 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         let name = String(decoding: word.prefix { $0 != UInt8(ascii: " ") }, as: UTF8.self)
         switch name {
         case "who":
+            // Before the "joined" line it would race that line's WHO: it follows it.
+            guard phase == .joined, !joinLinePending else {
+                whoAfterJoinLine = true
+                return
+            }
             send(.who(id: 0, cookie: 0, after: nil), tag: .who(forJoinLine: false, names: []), now: now)
         case "quit":
             endOfInput(now: now)

@@ -293,6 +293,21 @@ private struct Harness {
         #expect(h.notices() == [.members(count: 3, names: [name("alice"), name("Bob"), name("carol")])])
     }
 
+    @Test func whoTypedBeforeTheJoinedLineFollowsIt() throws {
+        var h = Harness()
+        h.session.start(now: h.now)
+        let join = try h.next()
+        h.input("/who")
+        #expect(h.sent().isEmpty)
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 0")
+        let joinLine = try h.next()
+        h.reply("CHAT/1 \(joinLine.id) SUCCESS 1 alice")
+        let who = try h.next()
+        #expect(who == .who(id: who.id, cookie: 0, after: nil))
+        h.reply("CHAT/1 \(who.id) SUCCESS 1 alice")
+        #expect(h.notices() == [.joined(name("alice"), online: 1), .members(count: 1, names: [name("alice")])])
+    }
+
     // MARK: Messages
 
     @Test func everyPushIsAcknowledgedAndPrintedOnceInSeqOrder() throws {
