@@ -30,6 +30,20 @@ public enum SystemClock {
         return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
 
+    /// The hour, minute and second of local time (TZ, /etc/localtime) at
+    /// `milliseconds` since the Unix epoch, for showing a message's time.
+    public static func localTimeOfDay(millisecondsSince1970 milliseconds: Int64) -> (hour: Int, minute: Int, second: Int) {
+        var seconds = time_t(milliseconds >= 0 ? milliseconds / 1000 : (milliseconds - 999) / 1000)
+        var parts = tm()
+        // localtime_r need not read TZ itself (POSIX); tzset makes sure it has.
+        tzset()
+        guard localtime_r(&seconds, &parts) != nil else {
+            let second = Int(seconds % 86_400 + 86_400) % 86_400
+            return (second / 3600, second / 60 % 60, second % 60)
+        }
+        return (Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec))
+    }
+
     private static func read(_ clock: clockid_t) -> timespec {
         var time = timespec()
         // Fails only for an unknown clock id, which these two are not.

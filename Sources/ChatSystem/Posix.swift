@@ -173,6 +173,17 @@ public enum Posix {
         return ready == 0 ? 0 : entry.revents
     }
 
+    /// Waits until any of `fds` is readable (or at its end, or in error, which
+    /// a read reports) and returns which are, all false on timeout. poll(2)
+    /// rather than epoll because it also takes regular files, which a
+    /// client's stdin may be. A negative timeout waits forever.
+    public static func pollReadable(fds: [Int32], timeoutMilliseconds: Int32) throws -> [Bool] {
+        var entries = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        let ready = try syscall("poll") { Glibc.poll(&entries, nfds_t(entries.count), timeoutMilliseconds) }
+        let readable = Int16(POLLIN | POLLHUP | POLLERR | POLLNVAL)
+        return entries.map { ready > 0 && $0.revents & readable != 0 }
+    }
+
     /// A pipe, close-on-exec at both ends; `nonblocking` applies to both.
     /// (pipe2 is a GNU extension the Glibc module does not import, so the
     /// flags are set after the fact; nothing here forks in between.)
@@ -192,6 +203,12 @@ public enum Posix {
             throw error
         }
         return (ends[0], ends[1])
+    }
+
+    /// Whether `fd` is an open descriptor (a program may be started with
+    /// stdin closed; reading it would be EBADF, which the wrappers treat as a bug).
+    public static func isOpen(fd: Int32) -> Bool {
+        fcntl(fd, F_GETFD) != -1
     }
 
     public static func isTerminal(fd: Int32) -> Bool {
