@@ -27,27 +27,31 @@ enum Status: Int32 {
 struct Chat: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chat",
-        abstract: "Join a CHAT/1 server: register a username for this machine's address, or look it up.",
+        abstract: "Join a CHAT/1 server and talk in its chat room.",
         discussion: """
             The server knows clients by their IP address. `chat join NAME` asks whether it knows this \
-            address (CONNECT); if not, it registers NAME (INTRODUCE) and asks again. Every request is \
-            retried with a fresh id when no reply comes within the timeout (which grows by the backoff \
-            factor each attempt), and late replies to earlier attempts are ignored.
+            address (CONNECT); if not, it registers NAME (INTRODUCE) and asks again. `chat talk NAME` \
+            does the same, then joins the server's chat room: lines from stdin are posted, messages \
+            arrive on stdout. Every request is retried with a fresh id when no reply comes within the \
+            timeout (which grows by the backoff factor each attempt), and late replies to earlier \
+            attempts are ignored.
 
             Settings come from the [client] section of the config file (default \
             \(Config.defaultPath), when it exists); flags override them.
 
-            On success the username the server holds for this client is the last line of stdout.
+            join, connect and introduce print the username the server holds for this client as the \
+            last line of stdout.
 
             Exit status:
               0   success
-              3   connect: no username for this address (CLIENT_NOT_FOUND)
-              64  bad usage
+              3   connect, talk, say, who: no username for this address (CLIENT_NOT_FOUND)
+              64  bad usage (including a message off the rule for `say`)
               65  the username is taken, or breaks the username rule
-              69  server unreachable: no reply after the last attempt
+              69  server unreachable: no reply after the last attempt; for talk,
+                  also lines that could not be delivered
               71  local error (e.g. the --bind address is not on this machine)
-              75  the server cannot take the registration now (SERVER_FULL,
-                  UNAVAILABLE); try later
+              75  the server cannot take the registration or the message now
+                  (SERVER_FULL, UNAVAILABLE, RATE_LIMITED); try later
               76  the server answered with an error this client did not expect
               78  the config file is invalid
 
@@ -57,8 +61,12 @@ struct Chat: ParsableCommand {
               chat join alice
               chat connect --server 192.0.2.10
               chat join bob --bind 127.0.0.3 --timeout-ms 200 --attempts 3
+              chat talk alice
+              chat talk logger --listen --json >> room.log
+              chat say the build is green
+              chat who
             """,
-        subcommands: [Join.self, Connect.self, Introduce.self])
+        subcommands: [Join.self, Connect.self, Introduce.self, Talk.self, Say.self, Who.self])
 }
 
 struct ClientOptions: ParsableArguments {
@@ -95,8 +103,17 @@ struct ClientOptions: ParsableArguments {
         if let server, server.isEmpty || server.contains(" ") { throw ValidationError("--server must be an address or host name") }
     }
 
-    /// Runs `goal` with the effective settings and exits with its status.
-    func run(_ goal: HandshakeGoal) throws -> Never {
+    /// What the config file and the flags add up to.
+    struct Resolved {
+        var file: Config
+        var server: Endpoint
+        var source: IPAddress?
+        var settings: HandshakeSettings
+    }
+
+    /// The effective settings: the config file's [client] section, then the
+    /// flags. Exits 78 for a bad config file, 69 for a host that does not resolve.
+    func resolve() -> Resolved {
         let file: Config
         do {
             file = try Config.load(path: config, read: FileSystem.readFile(atPath:))
@@ -115,39 +132,61 @@ struct ClientOptions: ParsableArguments {
                 finish(.unreachable, "cannot resolve server \(host): \(error)")
             }
         }
-        let endpoint = Endpoint(address, port: serverPort)
         let settings = HandshakeSettings(
             timeout: .milliseconds(timeoutMs ?? file.client.timeoutMilliseconds),
             maxAttempts: attempts ?? file.client.maxAttempts, backoff: file.client.backoff)
+        return Resolved(
+            file: file, server: Endpoint(address, port: serverPort), source: bind.flatMap { IPAddress($0) },
+            settings: settings)
+    }
 
+    /// Runs `goal` with the effective settings and exits with its status.
+    func run(_ goal: HandshakeGoal) throws -> Never {
+        let resolved = resolve()
         let result: HandshakeResult
         do {
-            result = try Client.run(goal, server: endpoint, source: bind.flatMap { IPAddress($0) }, settings: settings)
+            result = try Client.run(
+                goal, server: resolved.server, source: resolved.source, settings: resolved.settings)
         } catch {
             finish(.systemError, "\(error)")
         }
-        switch result {
-        case .success(let name):
-            print(name)
-            finish(.success)
-        case .notRegistered:
-            finish(.notRegistered, "the server at \(endpoint) has no username for this address; register one with `chat join NAME`")
-        case .usernameTaken(let name):
-            finish(.invalidUsername, "the username \(name) is taken by another client; choose another")
-        case .usernameInvalid(let name):
-            finish(.invalidUsername, "the server refused \(name) as not a valid username: \(Username.rule)")
-        case .serverFull:
-            finish(.tryLater, "the server at \(endpoint) is full and accepts no new users; try later")
-        case .unavailable:
-            finish(.tryLater, "the server at \(endpoint) cannot store registrations right now (UNAVAILABLE); try later")
-        case .unexpectedUsername(let expected, let got):
-            finish(.protocolError, "the server at \(endpoint) kept confirming \(got) instead of \(expected) after \(settings.maxAttempts) attempts")
-        case .rejected(let reason, let detail):
-            finish(.protocolError, "the server at \(endpoint) refused the request: \(reason)\(detail.map { " \($0)" } ?? "")")
-        case .unreachable(let attempts):
-            finish(.unreachable, "server \(endpoint) unreachable: no reply after \(attempts) attempts")
-        }
+        finish(result, resolved)
     }
+}
+
+/// Ends the program as a handshake's result says: the username on stdout
+/// and 0, or the reason on stderr and its status.
+func finish(_ result: HandshakeResult, _ resolved: ClientOptions.Resolved) -> Never {
+    let endpoint = resolved.server
+    switch result {
+    case .success(let name):
+        print(name)
+        finish(.success)
+    case .notRegistered:
+        finish(.notRegistered, notRegisteredMessage(endpoint))
+    case .usernameTaken(let name):
+        finish(.invalidUsername, "the username \(name) is taken by another client; choose another")
+    case .usernameInvalid(let name):
+        finish(.invalidUsername, "the server refused \(name) as not a valid username: \(Username.rule)")
+    case .serverFull:
+        finish(.tryLater, "the server at \(endpoint) is full and accepts no new users; try later")
+    case .unavailable:
+        finish(.tryLater, "the server at \(endpoint) cannot store registrations right now (UNAVAILABLE); try later")
+    case .unexpectedUsername(let expected, let got):
+        finish(.protocolError, "the server at \(endpoint) kept confirming \(got) instead of \(expected) after \(resolved.settings.maxAttempts) attempts")
+    case .rejected(let reason, let detail):
+        finish(.protocolError, "the server at \(endpoint) refused the request: \(reason)\(detail.map { " \($0)" } ?? "")")
+    case .unreachable(let attempts):
+        finish(.unreachable, unreachableMessage(endpoint, attempts: attempts))
+    }
+}
+
+func notRegisteredMessage(_ endpoint: Endpoint) -> String {
+    "the server at \(endpoint) has no username for this address; register one with `chat join NAME`"
+}
+
+func unreachableMessage(_ endpoint: Endpoint, attempts: Int) -> String {
+    "server \(endpoint) unreachable: no reply after \(attempts) attempts"
 }
 
 /// Reads a username argument; a name off the rule ends the program with
