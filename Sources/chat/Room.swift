@@ -229,8 +229,10 @@ func describe(_ notice: TalkNotice, server: Endpoint) -> String {
     case .serverBack:
         return "the server at \(server) answers again"
     case .missed(let first, let last):
-        let what = first == last ? "message #\(first) is" : "messages #\(first) to #\(last) are"
-        return "missed: \(what) no longer in the server's history"
+        // Not "no longer": after a crash without a journal, seqs the server
+        // claimed but never gave look the same as evicted ones.
+        let what = first == last ? "message #\(first)" : "messages #\(first) to #\(last)"
+        return "missed: the server's history does not hold \(what)"
     case .lineTooLong(let bytes):
         return "not sent: the line is \(bytes) bytes; a message holds at most \(maxTextBytes)"
     case .lineNotText:
