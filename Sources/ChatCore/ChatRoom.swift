@@ -113,6 +113,11 @@ struct TokenMemory: Sendable {
     }
 
     static let retention: Duration = .seconds(300)
+    /// Most answers remembered: 4,000 messages a second for the whole
+    /// retention fit (about 100 MB at most); beyond, SAY is answered
+    /// RATE_LIMITED rather than forgetting an answer early.
+    static let capacity = 1_200_000
+    var isFull: Bool { seqs.count >= Self.capacity }
     private var seqs: [Key: (seq: UInt64, expires: Instant)] = [:]
     private var order: [(key: Key, expires: Instant)] = []
     private var orderHead = 0
@@ -145,9 +150,9 @@ struct TokenMemory: Sendable {
     }
 }
 
-/// A small, fast generator (SplitMix64): for push ids, unpredictable enough
-/// that an off-path sender cannot guess an id in flight, which is all an id
-/// must be, with the seed from the shell's randomness; for tests, repeatable.
+/// A small, fast, repeatable generator (SplitMix64), for tests and
+/// simulations. Its output can be run backwards to its state, so nothing
+/// secret comes from it: push ids and cookie secrets come from SipHash.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
     public init(seed: UInt64) { state = seed }
@@ -169,19 +174,23 @@ struct ChatRoom: Sendable {
     /// The next seq to give; above lastSeq + 1 while messages wait for their sync.
     var nextSeq: UInt64
     var tokens = TokenMemory()
-    var random: SplitMix64
+    /// Push ids are SipHash of a counter under this key: a member that sees
+    /// many ids learns nothing about the next ones, nor about any other secret.
+    private let pushKey: (UInt64, UInt64)
+    private var pushCounter: UInt64 = 0
 
-    init(capacity: Int, messages: [ChatMessage], lastSeq: UInt64, seed: UInt64) {
+    init(capacity: Int, messages: [ChatMessage], lastSeq: UInt64, pushKey: (UInt64, UInt64)) {
         history = History(capacity: capacity, messages: messages)
         self.lastSeq = max(lastSeq, history.last?.seq ?? 0)
         nextSeq = self.lastSeq + 1
-        random = SplitMix64(seed: seed)
+        self.pushKey = pushKey
     }
 
     /// A push id not in flight.
     mutating func newPushID() -> UInt32 {
         while true {
-            let id = UInt32(truncatingIfNeeded: random.next())
+            pushCounter &+= 1
+            let id = UInt32(truncatingIfNeeded: SipHash.hash(key: pushKey, pushCounter, 0, 0))
             if pushes[id] == nil { return id }
         }
     }

@@ -43,19 +43,29 @@ extension ChatService {
 
     // MARK: - Requests
 
-    /// A datagram from a member's endpoint: it is alive. Returns true when
-    /// the datagram was an ACK of one of its pushes, now handled.
-    mutating func heardFromMember(_ source: Endpoint, datagram: UnsafeRawBufferPointer, now: Instant) -> Bool {
-        let key = AddressKey(source.address)
-        guard room.members[key]?.endpoint == source else { return false }
+    /// Whether `datagram` is an ACK of a push in flight to `source`, and if
+    /// so takes it. Runs before the rate limiter on every datagram while
+    /// pushes are in flight, so it costs what the limiter does: a few byte
+    /// compares turn away anything that does not end in " ACK", and the rest
+    /// is one lookup by push id.
+    mutating func acknowledged(_ datagram: UnsafeRawBufferPointer, from source: Endpoint, now: Instant) -> Bool {
+        guard let id = Self.ackID(datagram), let push = room.pushes[id],
+            room.members[push.member]?.endpoint == source
+        else { return false }
+        let key = push.member
         room.members[key]!.lastHeard = now
-        guard let id = Self.ackID(datagram), let push = room.pushes[id], push.member == key else { return false }
         room.pushes[id] = nil
         timers.cancel(.push(id))
         counters.acks += 1
         if let index = room.members[key]!.pushes.firstIndex(of: id) { room.members[key]!.pushes.remove(at: index) }
         pump(key, now: now)
         return true
+    }
+
+    /// Any other datagram from a member's endpoint: it is alive.
+    mutating func heard(from source: Endpoint, now: Instant) {
+        let key = AddressKey(source.address)
+        if room.members[key]?.endpoint == source { room.members[key]!.lastHeard = now }
     }
 
     /// The id of `CHAT/1 <id> ACK` (with an optional newline), read without
@@ -142,7 +152,7 @@ extension ChatService {
                 ifSyncFails = .sendIfStored(id: id, seq: seq)
                 break
             }
-            guard messageLimiter.allow(source.address, now: now) else {
+            guard messageLimiter.allow(source.address, now: now), !room.tokens.isFull else {
                 error(.rateLimited)
                 break
             }
@@ -293,6 +303,15 @@ extension ChatService {
         room.lastSeq = message.seq
         counters.messagesAccepted += 1
         for key in Array(room.members.keys) { pump(key, now: now) }
+    }
+
+    /// Applies a reload's room settings to every member at once: a shorter
+    /// presence TTL, a wider window, a shorter history.
+    mutating func reconfigureMembers(now: Instant) {
+        for (key, member) in room.members {
+            timers.schedule(.presence(key), at: member.lastHeard + configuration.room.presenceTTL)
+            pump(key, now: now)
+        }
     }
 
     /// Sends a member's next pushes while its window has room.

@@ -20,15 +20,18 @@
 //   pollStorageWork()    journal lines to append and sync, a snapshot to
 //                        write, a compaction; each answered by an input above
 //   pollTransmit()       datagrams to send that are not the answer of the
-//                        moment: replies held for a sync, UNAVAILABLE
+//                        moment: replies held for a sync, UNAVAILABLE,
+//                        pushes and their retransmissions
 //   pollEvent()          what happened, for the log, each reported once it
 //                        is true (a registration once it is on disk)
 //   nextTimeout()        when to call handleTimeout next
 //
-// A datagram goes through, in order: the per-address rate limit (before
-// parsing, so a flood costs one hash lookup a datagram), the answer
-// (RequestHandler, the protocol's table), the amplification rule (no reply
-// over 3 times its request), then durability. With durability "sync" a
+// A datagram goes through, in order: the ACK of a push in flight (taken
+// before the limit, see ChatService+Room.swift), the per-address rate limit
+// (before parsing, so a flood costs one hash lookup a datagram), the answer
+// (RequestHandler, the protocol's table, or the room's), the amplification
+// rule (no reply over 3 times its request, unless the request showed its
+// endpoint's cookie), then durability. With durability "sync" a
 // change is applied at once, so the next request sees it, but its SUCCESS
 // waits in the CommitQueue until the journal line is synced, and so does any
 // other reply to that address, since it reflects the unconfirmed change. If
@@ -39,8 +42,9 @@
 // other held reply (MALFORMED, a name off the rule) goes out as it was.
 // No request that changes anything is ever run a second time.
 //
-// Deadlines live in a TimerQueue: today the snapshot interval; the chat's
-// retransmissions next, which is why it cancels lazily.
+// Deadlines live in one TimerQueue: the snapshot interval, the cookie
+// secret's rotation, each push's retransmission and each member's presence;
+// an ACK cancels a retransmission, which is why it cancels lazily.
 //
 // Snapshots and the journal: the crash-safety rules
 // --------------------------------------------------
@@ -187,7 +191,7 @@ public struct ChatService {
     public internal(set) var counters = Counters()
     /// When the last snapshot was written (seconds since 1970), if one was since start.
     public private(set) var lastSnapshot: Int64?
-    /// Why registrations are refused now (the last journal sync failed), if they are.
+    /// Why registrations and messages are refused now (the last journal sync failed), if they are.
     public private(set) var journalError: String?
     /// Why the last snapshot failed, until one is written.
     public private(set) var snapshotError: String?
@@ -262,10 +266,13 @@ public struct ChatService {
     ///     that is known (the history file keeps it when history is empty).
     ///   - seqsReserved: without a journal, the seq the history file on
     ///     disk claims up to (the shell writes a claim before serving).
-    ///   - seed: random, for the rate limiters' hashes, the cookie secrets and push ids.
+    ///   - seed: random, for the rate limiters' hashes and push ids.
+    ///   - cookieKey: 128 random bits for the cookie secrets; derived from
+    ///     `seed` when nil (for tests: 64 bits are not enough in service).
     public init(
         configuration: Configuration, registry: Registry, journalLength: Int, history: [ChatMessage] = [],
-        lastSeq: UInt64 = 0, seqsReserved: UInt64? = nil, now: Instant, seed: UInt64
+        lastSeq: UInt64 = 0, seqsReserved: UInt64? = nil, now: Instant, seed: UInt64,
+        cookieKey: (UInt64, UInt64)? = nil
     ) {
         self.seqsReserved = seqsReserved ?? lastSeq + Self.seqReservation
         precondition(configuration.snapshotInterval > .zero, "a snapshot interval must be positive")
@@ -273,14 +280,16 @@ public struct ChatService {
         self.registry = registry
         self.registry.maxUsers = configuration.maxUsers
         self.journalLength = journalLength
-        var random = SplitMix64(seed: seed)
+        // Each use gets a key of its own, through SipHash: none reveals another.
+        func derived(_ n: UInt64) -> UInt64 { SipHash.hash(key: (seed, ~seed), n, 0, 0) }
         limiter = RateLimiter(rate: configuration.ratePerIP, burst: Double(configuration.burstPerIP), seed: seed)
         messageLimiter = RateLimiter(
             rate: configuration.room.messagesPerSecond, burst: Double(configuration.room.messagesBurst),
-            seed: random.next())
-        cookies = Cookies(key: (random.next(), random.next()))
+            seed: derived(1))
+        cookies = Cookies(key: cookieKey ?? (derived(2), derived(3)))
         room = ChatRoom(
-            capacity: configuration.room.history, messages: history, lastSeq: lastSeq, seed: random.next())
+            capacity: configuration.room.history, messages: history, lastSeq: lastSeq,
+            pushKey: (derived(4), derived(5)))
         timers.schedule(.snapshot, at: now + configuration.snapshotInterval)
         timers.schedule(.cookieRotation, at: now + Self.cookieRotationInterval)
     }
@@ -295,12 +304,13 @@ public struct ChatService {
         datagram: UnsafeRawBufferPointer, from source: Endpoint, socket: Int, now: Instant, reply: inout [UInt8]
     ) -> Bool {
         counters.received += 1
-        if !room.members.isEmpty, heardFromMember(source, datagram: datagram, now: now) { return false }
+        if !room.pushes.isEmpty, acknowledged(datagram, from: source, now: now) { return false }
         guard limiter.allow(source.address, now: now) else {
             counters.rateLimited += 1
             events.append(.rateLimited(client: source))
             return false
         }
+        if !room.members.isEmpty { heard(from: source, now: now) }
         // A datagram cut to the shell's buffer is still longer than 512
         // bytes, so it is still seen as oversized.
         let parse = RequestParse(datagram)
@@ -469,17 +479,6 @@ public struct ChatService {
         transmits.append(transmit)
     }
 
-    /// Sends `bytes` to `transmit`'s destination, if they keep the 3× rule.
-    private mutating func answer(_ held: Held, bytes: [UInt8]) {
-        guard var transmit = held.transmit else { return }
-        transmit.bytes = bytes
-        guard transmit.bytes.count <= Self.amplificationLimit * held.requestSize else {
-            counters.amplificationDropped += 1
-            return
-        }
-        transmits.append(transmit)
-    }
-
     private mutating func release(_ held: [Held], now: Instant) {
         for reply in held {
             if let event = reply.event { events.append(event) }
@@ -589,8 +588,10 @@ public struct ChatService {
             dirty = true
         }
         let journaling = configuration.journaling
+        let roomChanged = new.room != configuration.room
         configuration = new
         configuration.journaling = journaling
+        if roomChanged { reconfigureMembers(now: now) }
     }
 
     /// No more periodic snapshots: the shell is stopping. Changes already

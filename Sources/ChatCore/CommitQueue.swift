@@ -1,5 +1,5 @@
-// Group commit for durable registrations: which replies wait for which sync,
-// and how to undo changes a failed sync could not keep.
+// Group commit for durable registrations and chat messages: which replies
+// wait for which sync, and how to undo changes a failed sync could not keep.
 //
 // Theory of operation
 // -------------------

@@ -7,7 +7,7 @@
 // a secret of the current epoch. A client learns its cookie from a COOKIE
 // reply sent to its endpoint, so only a client that receives there can
 // quote it; a forged source address gets its COOKIE sent to the victim,
-// which is no bigger than the forged request (the 3× rule holds). The
+// which is at most 2.3 times the forged request (the 3× rule holds). The
 // epoch's secret is derived from a random master key (SipHash of the epoch
 // number), so rotating costs nothing and needs no randomness from outside
 // the core. `rotate()` starts a new epoch; the previous epoch's cookies
@@ -24,7 +24,7 @@ public struct Cookies: Sendable {
     private var current: (UInt64, UInt64)
     private var previous: (UInt64, UInt64)
 
-    /// - Parameter key: 128 random bits; the shell reads them from the kernel.
+    /// - Parameter key: 128 random bits (the shell's come from the kernel).
     public init(key: (UInt64, UInt64)) {
         master = key
         current = SipHash.keyed(master, epoch: 0)

@@ -50,7 +50,9 @@ public enum HistoryFile {
             throw DecodingError(line: 1, reason: "not a chatd history header, or its checksum fails")
         }
         let expected = Array(#"{"history": "chatd", "version": \#(version), "last_seq": "#.utf8)
-        guard body.starts(with: expected), let lastSeq = parseDecimal64(body.dropFirst(expected.count)) else {
+        guard body.starts(with: expected), let lastSeq = parseDecimal64(body.dropFirst(expected.count)),
+            lastSeq < 1 << 63  // as Journal's message records: anything larger is damage
+        else {
             throw DecodingError(line: 1, reason: "a history of another version (written by a newer chatd?)")
         }
         var messages: [ChatMessage] = []

@@ -301,7 +301,9 @@ public enum Journal {
             rest = rest.dropFirst(digits.count)
             return parseDecimal64(digits)
         }
-        guard take(#", "seq": "#), let seq = number(), take(#", "time_ms": "#), let time = number(),
+        // Seqs stay far below 2^63 (one a microsecond for 290,000 years), so
+        // a larger one is damage, and arithmetic on seqs never overflows.
+        guard take(#", "seq": "#), let seq = number(), seq < 1 << 63, take(#", "time_ms": "#), let time = number(),
             time <= UInt64(Int64.max), take(#", "from": ""#),
             let nameEnd = rest.firstIndex(of: UInt8(ascii: "\"")),
             let from = Username(bytes: rest[..<nameEnd])

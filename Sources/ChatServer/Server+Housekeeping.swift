@@ -27,7 +27,7 @@ extension Server {
         let snapshot = service.lastSnapshot.map { rfc3339($0).dropFirst(11).dropLast() + " UTC" } ?? "never"
         var text =
             "serving \(service.registry.count) users and \(service.memberCount) room members on \(listening), last snapshot \(snapshot)"
-        if let error = service.journalError { text += "; registrations unavailable: \(error)" }
+        if let error = service.journalError { text += "; registrations and messages unavailable: \(error)" }
         if let error = service.snapshotError { text += "; snapshot failed: \(error)" }
         if let reloadNote { text += "; \(reloadNote)" }
         return text

@@ -110,7 +110,7 @@ public final class Server {
         service = ChatService(
             configuration: settings.service, registry: registry, journalLength: journal?.initialLength ?? 0,
             history: history.messages, lastSeq: history.lastSeq, seqsReserved: seqsReserved, now: now,
-            seed: .random(in: .min ... .max))
+            seed: .random(in: .min ... .max), cookieKey: (.random(in: .min ... .max), .random(in: .min ... .max)))
         nextHousekeeping = now + .seconds(1)
         watchdogInterval = Systemd.watchdogInterval().map { $0 / 2 }
         nextWatchdog = now

@@ -612,6 +612,40 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(room.counters.membersDropped == 1)
     }
 
+    /// SIGHUP applies [chat] and [delivery] at once: a shorter TTL drops a
+    /// member already silent that long, a wider window sends what waited.
+    @Test func aReloadAppliesTheRoomSettingsAtOnce() throws {
+        var room = Room(room: .init(presenceTTL: .seconds(100), window: 1))
+        let configuration = room.service.configuration
+        _ = room.join(bob)
+        for token in 1...3 { _ = room.say("m\(token)", token: token, from: alice) }
+        #expect(room.pushes().map(\.message.seq) == [1])
+        var wider = configuration
+        wider.room.window = 3
+        room.service.reconfigure(wider, now: room.now)
+        #expect(room.pushes().map(\.message.seq) == [2, 3])
+        _ = room.events()
+        room.advance(.seconds(20))
+        var shorter = wider
+        shorter.room.presenceTTL = .seconds(10)
+        room.service.reconfigure(shorter, now: room.now)
+        room.advance(.milliseconds(1))
+        #expect(room.departures() == [.timeout], "silent for 20 s under a TTL of 10 s")
+    }
+
+    /// The cookie secret comes from a key of its own, not from the seed
+    /// that push ids (which members see) come from.
+    @Test func theCookieKeyIsIndependentOfTheSeed() {
+        func service(cookieKey: (UInt64, UInt64)) -> ChatService {
+            ChatService(
+                configuration: .init(
+                    maxUsers: 10, ratePerIP: 0, burstPerIP: 1, journaling: false, snapshotInterval: .seconds(60)),
+                registry: Registry(maxUsers: 10), journalLength: 0, now: start, seed: 7, cookieKey: cookieKey)
+        }
+        #expect(service(cookieKey: (1, 2)).cookie(for: bob) != service(cookieKey: (1, 3)).cookie(for: bob))
+        #expect(service(cookieKey: (1, 2)).cookie(for: bob) == service(cookieKey: (1, 2)).cookie(for: bob))
+    }
+
     @Test func aKeepaliveJoinKeepsAMemberPresent() {
         var room = Room(room: .init(presenceTTL: .seconds(10)))
         let t0 = room.now
