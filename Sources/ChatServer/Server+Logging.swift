@@ -21,7 +21,7 @@ extension Server {
             case .sendFailed: "datagrams not sent"
             case .snapshotFailed: "snapshot failed, keeping the previous one; will retry"
             case .registryFull: "registrations refused: registry full"
-            case .journalFailed: "registrations not saved: cannot write the journal; answered UNAVAILABLE"
+            case .journalFailed: "registrations and messages not saved: cannot write the journal; answered UNAVAILABLE"
             case .rateLimited: "datagrams dropped: over the per-address rate limit"
             }
         }

@@ -232,7 +232,7 @@ struct DurabilityTests {
         #expect(try daemon.request("CHAT/1 1001 CONNECT", from: "127.0.0.40") == "CHAT/1 1001 SUCCESS sam")
         #expect(try daemon.request("CHAT/1 1002 INTRODUCE samuel", from: "127.0.0.40") == "CHAT/1 1002 ERROR UNAVAILABLE")
         #expect(try daemon.request("CHAT/1 1003 CONNECT", from: "127.0.0.40") == "CHAT/1 1003 SUCCESS sam")
-        #expect(daemon.waitForLog("registrations not saved"))
+        #expect(daemon.waitForLog("registrations and messages not saved"))
         let unavailable = try chat(["join", "tess", "--bind", "127.0.0.41"], port: daemon.port)
         #expect(unavailable.status == 75)
         #expect(unavailable.stderr.contains("UNAVAILABLE"))
