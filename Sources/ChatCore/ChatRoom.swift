@@ -33,6 +33,8 @@ struct Member: Sendable {
     /// Ids of its pushes in flight.
     var pushes: [UInt32] = []
     var lastHeard: Instant
+    /// When it last acknowledged a push.
+    var lastAcknowledged: Instant?
 }
 
 struct Push: Sendable {
@@ -40,6 +42,7 @@ struct Push: Sendable {
     let seq: UInt64
     /// Sends so far, the first included.
     var attempts: Int
+    let firstSent: Instant
 }
 
 /// The last `capacity` messages, oldest first, in seq order.

@@ -16,7 +16,9 @@
 // in flight and the cursor is not past the newest message. A push keeps
 // its random id through every retransmission, after timeout × backoff^(n-1)
 // for its n-th send; after `max_attempts` sends and one more wait it gives
-// up, and the member is dropped (unreachable). A cursor older than the
+// up, and the member is dropped (unreachable) unless it acknowledged some
+// other push in that span (then only that push is given up: the client
+// sees the hole and asks HISTORY). A cursor older than the
 // oldest message history holds drops the member too (behind): it catches
 // up with HISTORY, which moves its cursor and supersedes its pushes in
 // flight (the cursor sends again whatever of them it still wants).
@@ -54,6 +56,7 @@ extension ChatService {
         else { return false }
         let key = push.member
         room.members[key]!.lastHeard = now
+        room.members[key]!.lastAcknowledged = now
         room.pushes[id] = nil
         timers.cancel(.push(id))
         counters.acks += 1
@@ -325,7 +328,7 @@ extension ChatService {
             let message = room.history.message(atOrAfter: member.next)
         {
             let id = room.newPushID()
-            room.pushes[id] = Push(member: key, seq: message.seq, attempts: 1)
+            room.pushes[id] = Push(member: key, seq: message.seq, attempts: 1, firstSent: now)
             member.pushes.append(id)
             member.next = message.seq + 1
             send(id, message, to: member)
@@ -349,7 +352,15 @@ extension ChatService {
             return
         }
         guard push.attempts < configuration.room.maxAttempts else {
-            drop(push.member, reason: .unreachable)
+            if let acknowledged = member.lastAcknowledged, acknowledged >= push.firstSent {
+                // It acknowledged other pushes meanwhile: reachable, and this
+                // one message is given up (it sees the hole and asks HISTORY).
+                room.pushes[id] = nil
+                if let index = member.pushes.firstIndex(of: id) { room.members[push.member]!.pushes.remove(at: index) }
+                pump(push.member, now: now)
+            } else {
+                drop(push.member, reason: .unreachable)
+            }
             return
         }
         guard let message = room.history.message(atOrAfter: push.seq), message.seq == push.seq else {

@@ -472,6 +472,26 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
         #expect(room.departures().isEmpty)
     }
 
+    /// A push that exhausts its sends while the member acknowledges others
+    /// is given up alone: the member is reachable, and its client fills the
+    /// hole with HISTORY.
+    @Test func aPushLostEveryTimeWhileOthersAreAcknowledgedIsGivenUpAlone() throws {
+        var room = Room(room: .init(deliveryTimeout: .milliseconds(100), backoff: 1, maxAttempts: 2, window: 2))
+        _ = room.join(bob)
+        _ = room.say("lost", token: 1, from: alice)
+        _ = room.say("kept", token: 2, from: alice)
+        let pushes = room.pushes()
+        try #require(pushes.map(\.message.seq) == [1, 2])
+        _ = room.ack(pushes[1].id, from: bob)
+        room.advance(.milliseconds(100))
+        #expect(room.pushes().map(\.message.seq) == [1], "the unacknowledged one is sent again")
+        room.advance(.milliseconds(100))
+        #expect(room.memberCount == 1)
+        #expect(room.departures().isEmpty)
+        _ = room.say("next", token: 3, from: alice)
+        #expect(room.pushes().map(\.message.seq) == [3], "its window slot is free again")
+    }
+
     // MARK: The window
 
     @Test func atMostWindowPushesAreInFlightToAMember() throws {
