@@ -216,6 +216,30 @@ func parseDecimal64(_ field: some Collection<UInt8>) -> UInt64? {
     return value
 }
 
+/// A WHO answer's fields: the count of all members, then one page of names.
+/// `chat talk`'s /who and `chat who` page the same way, so the rule lives here.
+struct WhoPage {
+    let count: Int
+    let names: [Username]
+
+    /// nil when the fields are off the shape (the caller treats that as no answer).
+    init?(_ fields: [String]) {
+        guard let countField = fields.first, let count = Int(countField), count >= 0 else { return nil }
+        let names = fields.dropFirst().compactMap(Username.init)
+        guard names.count == fields.count - 1 else { return nil }
+        self.count = count
+        self.names = names
+    }
+
+    /// The `after` of the next WHO, once `gathered` names (this page's
+    /// included) are in hand; nil when the list is complete, or when this
+    /// page brought none (members left while paging: asking again would
+    /// get the same empty page).
+    func nextAfter(gathered: Int) -> Username? {
+        gathered < count ? names.last : nil
+    }
+}
+
 /// A datagram from the server as a chat client reads it.
 public enum ChatInbound: Equatable, Sendable {
     /// SUCCESS and its fields, which the request it answers gives a meaning.

@@ -374,19 +374,16 @@ public struct TalkSession<Random: RandomNumberGenerator> {
             learn(seq, now: now)
             sendNextLine(now: now)
             closeIfDrained(now: now)
-        case .who(let forJoinLine, var names):
-            guard let countField = fields.first, let count = Int(countField), count >= 0 else { return }
-            let page = fields.dropFirst().compactMap(Username.init)
-            guard page.count == fields.count - 1 else { return }
+        case .who(let forJoinLine, let gathered):
+            guard let page = WhoPage(fields) else { return }
             complete(id, now: now)
-            names += page
+            let names = gathered + page.names
             if forJoinLine {
-                joinLineDone(online: count, now: now)
-            } else if !forJoinLine, names.count < count, let last = page.last {
-                send(
-                    .who(id: 0, cookie: 0, after: last), tag: .who(forJoinLine: false, names: names), now: now)
-            } else if !forJoinLine {
-                notice(.members(count: count, names: names))
+                joinLineDone(online: page.count, now: now)
+            } else if let after = page.nextAfter(gathered: names.count) {
+                send(.who(id: 0, cookie: 0, after: after), tag: .who(forJoinLine: false, names: names), now: now)
+            } else {
+                notice(.members(count: page.count, names: names))
             }
         case .history:
             guard fields.count == 2, let first = UInt64(fields[0]), let last = UInt64(fields[1]) else { return }
