@@ -669,19 +669,13 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         guard phase == .joined, printed < newest, holdDeadline == nil, !lost,
             !attempts.contains(where: { if case .history = $0 { true } else { false } })
         else { return }
-        if roundsAt != printed {
-            roundsAt = printed
-            rounds = 0
-        }
+        countRoundsFromHere()
         holdDeadline = now + settings.hold * (1 << min(rounds, 6))
     }
 
     private mutating func holdExpired(now: Instant) {
         guard phase == .joined, printed < newest else { return }
-        if roundsAt != printed {
-            roundsAt = printed
-            rounds = 0
-        }
+        countRoundsFromHere()
         guard rounds < settings.historyRounds else {
             // HISTORY after HISTORY has not brought it: it is not coming.
             let resume = held.keys.min() ?? newest + 1
@@ -695,13 +689,18 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         guard phase == .joined,
             !attempts.contains(where: { if case .history = $0 { true } else { false } })
         else { return }
-        if roundsAt != printed {
-            roundsAt = printed
-            rounds = 0
-        }
+        countRoundsFromHere()
         rounds += 1
         holdDeadline = nil
         send(.history(id: 0, cookie: 0, afterSeq: printed), tag: .history, now: now)
+    }
+
+    /// HISTORY rounds count per hole, and a hole is known by where printing
+    /// stopped: once `printed` has moved, the hole is a new one, with no rounds yet.
+    private mutating func countRoundsFromHere() {
+        guard roundsAt != printed else { return }
+        roundsAt = printed
+        rounds = 0
     }
 
     private mutating func historyAnswered(first: UInt64, last: UInt64, now: Instant) {
