@@ -32,8 +32,8 @@
 // (the server retransmits until one ACK arrives). Messages are printed in
 // seq order, each once: `printed` is the newest seq printed, a push at or
 // below it or already held is a duplicate, one beyond the next is held.
-// `newest` is the newest seq known to exist (from pushes, SAY answers, JOIN
-// and HISTORY); while `printed < newest` the session is behind, and after
+// `newest` is the newest seq heard of (from pushes, SAY answers, JOIN and
+// HISTORY); while `printed < newest` the session is behind, and after
 // `hold` without catching up it asks HISTORY for what follows `printed`
 // (the server pushes it again; duplicates fall away). HISTORY's first_seq
 // beyond `printed + 1` means history no longer holds the messages between:
@@ -43,6 +43,19 @@
 // The keepalive JOIN's last_seq beyond `printed` asks HISTORY at once: that
 // is how a member dropped by the server (or one whose server restarted)
 // catches up, since the JOIN made it a member again.
+//
+// Forged pushes. A push is a datagram from the server's address and the
+// session's port, which any host can send, so its seq is a claim: it can
+// make the session ask HISTORY, nothing more. An answer to one of the
+// session's own requests carries that request's random id, which a forger
+// does not see, so it is proof: `confirmedNewest` is the newest seq proved
+// (JOIN's last_seq, SAY's seq, HISTORY's last_seq). A hole is given up, and
+// reported missed, only as far as `confirmedNewest`; a hole beyond it asks
+// HISTORY again instead. A HISTORY answer ends every claim past what is
+// proved: held pushes beyond it are dropped and `newest` falls back to it
+// (a real push that overtook the answer is fetched again once the session
+// is behind it). Seqs past `maxSeq` are refused, pushes by the codec and
+// answers by `ChatInbound.seq`, so every `seq + 1` here stays in range.
 //
 // Server lost and back. A request that runs out of attempts makes the
 // server "lost" (one notice); while lost a JOIN is always in flight, retried
@@ -167,8 +180,15 @@ public struct TalkSession<Random: RandomNumberGenerator> {
 
     /// The newest seq printed or skipped as missed.
     public private(set) var printed: UInt64 = 0
-    /// The newest seq known to exist.
+    /// The newest seq heard of, pushes included. A push proves nothing (any
+    /// host can send one from the server's address), so being behind this
+    /// only makes the session ask HISTORY, whose answer says what is real.
     private var newest: UInt64 = 0
+    /// The newest seq an answer to one of our requests proved exists (JOIN's
+    /// last_seq, SAY's seq, HISTORY's last_seq): such an answer carries the
+    /// request's random id, which a forger does not see. Nothing past it is
+    /// ever skipped or reported missed.
+    private var confirmedNewest: UInt64 = 0
     /// Pushes beyond `printed + 1`, waiting for the ones before them.
     private var held: [UInt64: ChatMessage] = [:]
     /// When being behind turns into a HISTORY.
@@ -362,11 +382,13 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         switch entry.tag {
         case .join(let first):
             // A SUCCESS off the shape is no answer: the attempt runs on.
-            guard fields.count == 2, let name = Username(fields[0]), let last = UInt64(fields[1]) else { return }
+            guard fields.count == 2, let name = Username(fields[0]), let last = ChatInbound.seq(fields[1]) else {
+                return
+            }
             complete(id, now: now)
             joined(as: name, lastSeq: last, first: first, now: now)
         case .say:
-            guard fields.count == 1, let seq = UInt64(fields[0]) else { return }
+            guard fields.count == 1, let seq = ChatInbound.seq(fields[0]) else { return }
             complete(id, now: now)
             saying = nil
             throttles = 0
@@ -386,7 +408,8 @@ public struct TalkSession<Random: RandomNumberGenerator> {
                 notice(.members(count: page.count, names: names))
             }
         case .history:
-            guard fields.count == 2, let first = UInt64(fields[0]), let last = UInt64(fields[1]) else { return }
+            guard fields.count == 2, let first = ChatInbound.seq(fields[0]), let last = ChatInbound.seq(fields[1])
+            else { return }
             complete(id, now: now)
             historyAnswered(first: first, last: last, now: now)
         case .leave:
@@ -509,12 +532,14 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     private mutating func joined(as name: Username, lastSeq: UInt64, first: Bool, now: Instant) {
         username = name
         keepaliveAt = now + settings.keepalive
+        confirm(lastSeq)
         if first {
             phase = .joined
             printed = lastSeq
-            newest = max(newest, lastSeq)
             held = held.filter { $0.key > lastSeq }
             flush(now: now)
+            // Pushes held while joining may have left a hole.
+            noteBehind(now: now)
             joinLinePending = true
             send(.who(id: 0, cookie: 0, after: nil), tag: .who(forJoinLine: true, names: []), now: now)
             sendNextLine(now: now)
@@ -522,7 +547,6 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         } else if lastSeq > printed {
             // Back after an absence (dropped, restarted server, lost pushes):
             // the JOIN made us a member from last_seq on; fetch what came before.
-            newest = max(newest, lastSeq)
             fetchHistory(now: now)
         }
     }
@@ -646,8 +670,14 @@ public struct TalkSession<Random: RandomNumberGenerator> {
 
     /// A seq that exists (a SAY's answer): being behind it needs catching up too.
     private mutating func learn(_ seq: UInt64, now: Instant) {
-        newest = max(newest, seq)
+        confirm(seq)
         noteBehind(now: now)
+    }
+
+    /// An answer to one of our requests says `seq` exists.
+    private mutating func confirm(_ seq: UInt64) {
+        confirmedNewest = max(confirmedNewest, seq)
+        newest = max(newest, seq)
     }
 
     /// Prints what follows `printed` without a hole.
@@ -676,11 +706,17 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     private mutating func holdExpired(now: Instant) {
         guard phase == .joined, printed < newest else { return }
         countRoundsFromHere()
-        guard rounds < settings.historyRounds else {
-            // HISTORY after HISTORY has not brought it: it is not coming.
-            let resume = held.keys.min() ?? newest + 1
-            skip(to: resume, now: now)
-            return
+        if rounds >= settings.historyRounds {
+            // HISTORY after HISTORY has not brought it: it is not coming. But
+            // only what an answer proved exists is given up; past that, a
+            // push's seq alone could be a forger's.
+            let resume = min(held.keys.min() ?? newest + 1, confirmedNewest + 1)
+            if resume > printed + 1 {
+                skip(to: resume, now: now)
+                return
+            }
+            // The hole is beyond anything proved (a push claims it): one
+            // more HISTORY, whose answer proves it or makes it go away.
         }
         fetchHistory(now: now)
     }
@@ -704,8 +740,15 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     }
 
     private mutating func historyAnswered(first: UInt64, last: UInt64, now: Instant) {
-        newest = max(newest, last)
-        if first > printed + 1 { skip(to: first, now: now) }
+        confirm(last)
+        // The room ended at `last` when the server answered: a held push past
+        // the newest seq proved is no message, and the seq it claimed is
+        // forgotten. A real push that overtook this answer falls away too;
+        // being behind it again (the next push, or the keepalive's last_seq)
+        // fetches it with HISTORY.
+        held = held.filter { $0.key <= confirmedNewest }
+        newest = max(confirmedNewest, printed)
+        if first > printed + 1 { skip(to: min(first, confirmedNewest + 1), now: now) }
         // The pushes from `first` on are coming; wait for them as for any hole.
         noteBehind(now: now)
     }
