@@ -31,7 +31,8 @@
 // Messages. Every push is acknowledged, every copy, duplicates included
 // (the server retransmits until one ACK arrives). Messages are printed in
 // seq order, each once: `printed` is the newest seq printed, a push at or
-// below it or already held is a duplicate, one beyond the next is held.
+// below it or already held is a duplicate, one beyond the next is held
+// (at most `maxHeldPushes`: past that the farthest is dropped, still ACKed).
 // `newest` is the newest seq heard of (from pushes, SAY answers, JOIN and
 // HISTORY); while `printed < newest` the session is behind, and after
 // `hold` without catching up it asks HISTORY for what follows `printed`
@@ -69,6 +70,11 @@
 // the server and shows every `pollOutput()`, and stops once `result` is set.
 // Time is an argument and randomness a generator the owner supplies, so
 // tests run on virtual time.
+
+/// Most pushes a TalkSession holds for the seqs before them. A real hole
+/// that wide is a rare burst; the bound is for forged pushes, which are
+/// free to send, so that they cannot grow the session's memory.
+public let maxHeldPushes = 1024
 
 /// How `chat talk` behaves, beyond the retry rules of each request.
 public struct TalkSettings: Equatable, Sendable {
@@ -189,7 +195,8 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     /// request's random id, which a forger does not see. Nothing past it is
     /// ever skipped or reported missed.
     private var confirmedNewest: UInt64 = 0
-    /// Pushes beyond `printed + 1`, waiting for the ones before them.
+    /// Pushes beyond `printed + 1`, waiting for the ones before them; at
+    /// most `maxHeldPushes`.
     private var held: [UInt64: ChatMessage] = [:]
     /// When being behind turns into a HISTORY.
     private var holdDeadline: Instant?
@@ -246,6 +253,9 @@ public struct TalkSession<Random: RandomNumberGenerator> {
 
     /// Whether requests are going unanswered.
     public var isServerLost: Bool { lost }
+
+    /// How many pushes wait for the seqs before them (at most `maxHeldPushes`).
+    public var heldCount: Int { held.count }
 
     /// When `handleTimeout` is due; nil when nothing waits (or the session is done).
     public func nextTimeout() -> Instant? {
@@ -661,11 +671,23 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     private mutating func receive(_ message: ChatMessage, now: Instant) {
         newest = max(newest, message.seq)
         guard message.seq > printed, held[message.seq] == nil else { return }
-        held[message.seq] = message
+        hold(message)
         // Before the first JOIN's answer, `printed` is not known yet: hold everything.
         guard phase != .joining else { return }
         flush(now: now)
         noteBehind(now: now)
+    }
+
+    /// Keeps a push until the seqs before it are printed. At the bound the
+    /// farthest goes (this one, if it is the farthest): the nearest are the
+    /// ones printed next, and a real message dropped here is still behind
+    /// `newest`, so HISTORY brings it back.
+    private mutating func hold(_ message: ChatMessage) {
+        if held.count >= maxHeldPushes {
+            guard let farthest = held.keys.max(), farthest > message.seq else { return }
+            held[farthest] = nil
+        }
+        held[message.seq] = message
     }
 
     /// A seq that exists (a SAY's answer): being behind it needs catching up too.

@@ -522,6 +522,23 @@ private struct Harness {
         #expect(h.printedSeqs() == [7])
     }
 
+    @Test func heldPushesStayBoundedUnderAFloodOfForgedSeqs() throws {
+        var h = try Harness.joined(last: 5)
+        var random = SplitMix64(seed: 7)
+        let forged = (0..<10_000).map { 1_000_000 + UInt64($0) * 1_000 }.shuffled(using: &random)
+        for (index, seq) in forged.enumerated() { h.push(id: 1_000_000_000 + UInt32(index), seq: seq) }
+        // Every copy is still acknowledged, so the server stops retransmitting.
+        #expect(h.sent().count == forged.count)
+        #expect(h.session.heldCount == maxHeldPushes)
+        // The nearest are kept: a real 7 displaces the farthest forged one,
+        // and once 6 arrives both are printed.
+        h.push(id: 999_999_997, seq: 7)
+        #expect(h.session.heldCount == maxHeldPushes)
+        h.push(id: 999_999_996, seq: 6)
+        #expect(h.printedSeqs() == [6, 7])
+        #expect(h.session.heldCount <= maxHeldPushes)
+    }
+
     // MARK: Server lost and back
 
     @Test func serverLostIsSaidOnceAndBackWhenAnAnswerComes() throws {
