@@ -7,7 +7,9 @@
 // which epoll refuses. Stdin is only watched while the session takes input,
 // so a long paste is read as fast as it is sent. The first signal asks the
 // session to leave (LEAVE, then exit); a second one ends at once, for a
-// server that no longer answers.
+// server that no longer answers. Output that can no longer be shown (`chat
+// talk --listen | head` once head exits) leaves the same way as a signal:
+// a listener nobody reads is a member the room should lose.
 
 import ChatCore
 import ChatSystem
@@ -23,11 +25,13 @@ extension Client {
     /// Runs the handshake of `chat join name`, then the session until it ends.
     /// - Parameters:
     ///   - readsInput: false for `--listen`: stdin is never read, and only a
-    ///     signal ends the session.
-    ///   - show: called with each message and notice, in order.
+    ///     signal (or output gone, below) ends the session.
+    ///   - show: called with each message and notice, in order; returns false
+    ///     once the output has gone (stdout closed), and the session then
+    ///     leaves as on SIGTERM.
     public static func talk(
         _ name: Username, server: Endpoint, source: IPAddress? = nil, settings: TalkSettings, readsInput: Bool,
-        show: (TalkOutput) -> Void
+        show: (TalkOutput) -> Bool
     ) throws -> TalkOutcome {
         let socket = try openSocket(server: server, source: source)
         let handshakeResult = try handshake(.join(name), on: socket, server: server, settings: settings.requests)
@@ -41,14 +45,22 @@ extension Client {
         var input = LineReader(fd: 0)
         if !readsInput || !Posix.isOpen(fd: 0) { input.atEnd = true }
         var signalled = false
+        var outputGone = false
         session.start(now: SystemClock.monotonicNow())
         if readsInput && input.atEnd { session.endOfInput(now: SystemClock.monotonicNow()) }
         while true {
+            // Outputs before transmits: quitting for a closed stdout queues a
+            // LEAVE that must go out before a finished session returns.
+            while let output = session.pollOutput() {
+                if !show(output) && !outputGone {
+                    outputGone = true
+                    session.quit(now: SystemClock.monotonicNow())
+                }
+            }
             while let bytes = session.pollTransmit() {
                 // A failed send is a lost datagram: the retry timers cover it.
                 _ = try? socket.send(bytes, to: server)
             }
-            while let output = session.pollOutput() { show(output) }
             if let result = session.result { return .finished(result) }
 
             let readsNow = !input.atEnd && session.acceptsInput

@@ -97,15 +97,13 @@ public struct ChatCall<Random: RandomNumberGenerator> {
                 attempts.complete(id)
                 result = .said(seq: seq)
             case .who:
-                guard let countField = fields.first, let count = Int(countField), count >= 0 else { return }
-                let page = fields.dropFirst().compactMap(Username.init)
-                guard page.count == fields.count - 1 else { return }
+                guard let page = WhoPage(fields) else { return }
                 attempts.complete(id)
-                let names = entry.tag + page
-                if names.count < count, let last = page.last {
-                    send(.who(id: 0, cookie: 0, after: last), names: names, now: now)
+                let names = entry.tag + page.names
+                if let after = page.nextAfter(gathered: names.count) {
+                    send(.who(id: 0, cookie: 0, after: after), names: names, now: now)
                 } else {
-                    result = .members(count: count, names: names)
+                    result = .members(count: page.count, names: names)
                 }
             }
         }

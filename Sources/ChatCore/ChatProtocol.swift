@@ -14,7 +14,7 @@
 //     push     = "CHAT/1" SP id SP "MESSAGE" SP seq SP time_ms SP username SP text
 //     cookie   = 16(0-9 / a-f) / "0"          ; "0": none yet
 //     token    = 1*20DIGIT                    ; fits in 64 bits
-//     seq      = 1*20DIGIT ; time_ms = 1*20DIGIT
+//     seq      = 1*20DIGIT ; time_ms = 1*20DIGIT   ; a client takes seqs up to maxSeq only
 //     text     = 1*400 bytes of UTF-8, no U+0000-U+001F, U+007F-U+009F
 //
 // A SUCCESS's fields depend on the request it answers (JOIN: username and
@@ -28,6 +28,12 @@
 
 /// Most bytes of chat text in one message.
 public let maxTextBytes = 400
+
+/// The largest seq a client takes from the server: 2^63 - 1. The server
+/// gives seqs one at a time from 1 and never comes near it, so a larger one
+/// is a forged or broken datagram; and with every seq at or below it, a
+/// client can write `seq + 1` without that addition ever trapping.
+public let maxSeq = UInt64(Int64.max)
 
 /// A request to the chat room. `cookie` is 0 when the client has none.
 public enum ChatRequest: Equatable, Sendable {
@@ -216,6 +222,30 @@ func parseDecimal64(_ field: some Collection<UInt8>) -> UInt64? {
     return value
 }
 
+/// A WHO answer's fields: the count of all members, then one page of names.
+/// `chat talk`'s /who and `chat who` page the same way, so the rule lives here.
+struct WhoPage {
+    let count: Int
+    let names: [Username]
+
+    /// nil when the fields are off the shape (the caller treats that as no answer).
+    init?(_ fields: [String]) {
+        guard let countField = fields.first, let count = Int(countField), count >= 0 else { return nil }
+        let names = fields.dropFirst().compactMap(Username.init)
+        guard names.count == fields.count - 1 else { return nil }
+        self.count = count
+        self.names = names
+    }
+
+    /// The `after` of the next WHO, once `gathered` names (this page's
+    /// included) are in hand; nil when the list is complete, or when this
+    /// page brought none (members left while paging: asking again would
+    /// get the same empty page).
+    func nextAfter(gathered: Int) -> Username? {
+        gathered < count ? names.last : nil
+    }
+}
+
 /// A datagram from the server as a chat client reads it.
 public enum ChatInbound: Equatable, Sendable {
     /// SUCCESS and its fields, which the request it answers gives a meaning.
@@ -256,7 +286,7 @@ public enum ChatInbound: Equatable, Sendable {
             fields.atEnd
         {
             self = .cookie(id: id, cookie: cookie)
-        } else if kind.elementsEqual(Verb.message), let seq = fields.next().flatMap(parseDecimal64),
+        } else if kind.elementsEqual(Verb.message), let seq = fields.next().flatMap(parseDecimal64), seq <= maxSeq,
             let time = fields.next().flatMap(parseDecimal64), time <= UInt64(Int64.max),
             let from = fields.next().flatMap({ Username(bytes: $0) }), let text = fields.rest(),
             ChatText.check(text) == nil
@@ -271,6 +301,13 @@ public enum ChatInbound: Equatable, Sendable {
     public init?(_ datagram: [UInt8]) {
         guard let inbound = datagram.withUnsafeBytes({ ChatInbound($0) }) else { return nil }
         self = inbound
+    }
+
+    /// A seq field of a SUCCESS (JOIN's last_seq, SAY's seq, HISTORY's
+    /// first and last), held to `maxSeq` as a push's seq is; nil off that.
+    public static func seq(_ field: String) -> UInt64? {
+        guard let seq = UInt64(field), seq <= maxSeq else { return nil }
+        return seq
     }
 }
 

@@ -31,9 +31,10 @@
 // Messages. Every push is acknowledged, every copy, duplicates included
 // (the server retransmits until one ACK arrives). Messages are printed in
 // seq order, each once: `printed` is the newest seq printed, a push at or
-// below it or already held is a duplicate, one beyond the next is held.
-// `newest` is the newest seq known to exist (from pushes, SAY answers, JOIN
-// and HISTORY); while `printed < newest` the session is behind, and after
+// below it or already held is a duplicate, one beyond the next is held
+// (at most `maxHeldPushes`: past that the farthest is dropped, still ACKed).
+// `newest` is the newest seq heard of (from pushes, SAY answers, JOIN and
+// HISTORY); while `printed < newest` the session is behind, and after
 // `hold` without catching up it asks HISTORY for what follows `printed`
 // (the server pushes it again; duplicates fall away). HISTORY's first_seq
 // beyond `printed + 1` means history no longer holds the messages between:
@@ -43,6 +44,19 @@
 // The keepalive JOIN's last_seq beyond `printed` asks HISTORY at once: that
 // is how a member dropped by the server (or one whose server restarted)
 // catches up, since the JOIN made it a member again.
+//
+// Forged pushes. A push is a datagram from the server's address and the
+// session's port, which any host can send, so its seq is a claim: it can
+// make the session ask HISTORY, nothing more. An answer to one of the
+// session's own requests carries that request's random id, which a forger
+// does not see, so it is proof: `confirmedNewest` is the newest seq proved
+// (JOIN's last_seq, SAY's seq, HISTORY's last_seq). A hole is given up, and
+// reported missed, only as far as `confirmedNewest`; a hole beyond it asks
+// HISTORY again instead. A HISTORY answer ends every claim past what is
+// proved: held pushes beyond it are dropped and `newest` falls back to it
+// (a real push that overtook the answer is fetched again once the session
+// is behind it). Seqs past `maxSeq` are refused, pushes by the codec and
+// answers by `ChatInbound.seq`, so every `seq + 1` here stays in range.
 //
 // Server lost and back. A request that runs out of attempts makes the
 // server "lost" (one notice); while lost a JOIN is always in flight, retried
@@ -56,6 +70,11 @@
 // the server and shows every `pollOutput()`, and stops once `result` is set.
 // Time is an argument and randomness a generator the owner supplies, so
 // tests run on virtual time.
+
+/// Most pushes a TalkSession holds for the seqs before them. A real hole
+/// that wide is a rare burst; the bound is for forged pushes, which are
+/// free to send, so that they cannot grow the session's memory.
+public let maxHeldPushes = 1024
 
 /// How `chat talk` behaves, beyond the retry rules of each request.
 public struct TalkSettings: Equatable, Sendable {
@@ -167,9 +186,17 @@ public struct TalkSession<Random: RandomNumberGenerator> {
 
     /// The newest seq printed or skipped as missed.
     public private(set) var printed: UInt64 = 0
-    /// The newest seq known to exist.
+    /// The newest seq heard of, pushes included. A push proves nothing (any
+    /// host can send one from the server's address), so being behind this
+    /// only makes the session ask HISTORY, whose answer says what is real.
     private var newest: UInt64 = 0
-    /// Pushes beyond `printed + 1`, waiting for the ones before them.
+    /// The newest seq an answer to one of our requests proved exists (JOIN's
+    /// last_seq, SAY's seq, HISTORY's last_seq): such an answer carries the
+    /// request's random id, which a forger does not see. Nothing past it is
+    /// ever skipped or reported missed.
+    private var confirmedNewest: UInt64 = 0
+    /// Pushes beyond `printed + 1`, waiting for the ones before them; at
+    /// most `maxHeldPushes`.
     private var held: [UInt64: ChatMessage] = [:]
     /// When being behind turns into a HISTORY.
     private var holdDeadline: Instant?
@@ -226,6 +253,9 @@ public struct TalkSession<Random: RandomNumberGenerator> {
 
     /// Whether requests are going unanswered.
     public var isServerLost: Bool { lost }
+
+    /// How many pushes wait for the seqs before them (at most `maxHeldPushes`).
+    public var heldCount: Int { held.count }
 
     /// When `handleTimeout` is due; nil when nothing waits (or the session is done).
     public func nextTimeout() -> Instant? {
@@ -362,11 +392,13 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         switch entry.tag {
         case .join(let first):
             // A SUCCESS off the shape is no answer: the attempt runs on.
-            guard fields.count == 2, let name = Username(fields[0]), let last = UInt64(fields[1]) else { return }
+            guard fields.count == 2, let name = Username(fields[0]), let last = ChatInbound.seq(fields[1]) else {
+                return
+            }
             complete(id, now: now)
             joined(as: name, lastSeq: last, first: first, now: now)
         case .say:
-            guard fields.count == 1, let seq = UInt64(fields[0]) else { return }
+            guard fields.count == 1, let seq = ChatInbound.seq(fields[0]) else { return }
             complete(id, now: now)
             saying = nil
             throttles = 0
@@ -374,22 +406,20 @@ public struct TalkSession<Random: RandomNumberGenerator> {
             learn(seq, now: now)
             sendNextLine(now: now)
             closeIfDrained(now: now)
-        case .who(let forJoinLine, var names):
-            guard let countField = fields.first, let count = Int(countField), count >= 0 else { return }
-            let page = fields.dropFirst().compactMap(Username.init)
-            guard page.count == fields.count - 1 else { return }
+        case .who(let forJoinLine, let gathered):
+            guard let page = WhoPage(fields) else { return }
             complete(id, now: now)
-            names += page
+            let names = gathered + page.names
             if forJoinLine {
-                joinLineDone(online: count, now: now)
-            } else if !forJoinLine, names.count < count, let last = page.last {
-                send(
-                    .who(id: 0, cookie: 0, after: last), tag: .who(forJoinLine: false, names: names), now: now)
-            } else if !forJoinLine {
-                notice(.members(count: count, names: names))
+                joinLineDone(online: page.count, now: now)
+            } else if let after = page.nextAfter(gathered: names.count) {
+                send(.who(id: 0, cookie: 0, after: after), tag: .who(forJoinLine: false, names: names), now: now)
+            } else {
+                notice(.members(count: page.count, names: names))
             }
         case .history:
-            guard fields.count == 2, let first = UInt64(fields[0]), let last = UInt64(fields[1]) else { return }
+            guard fields.count == 2, let first = ChatInbound.seq(fields[0]), let last = ChatInbound.seq(fields[1])
+            else { return }
             complete(id, now: now)
             historyAnswered(first: first, last: last, now: now)
         case .leave:
@@ -512,12 +542,14 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     private mutating func joined(as name: Username, lastSeq: UInt64, first: Bool, now: Instant) {
         username = name
         keepaliveAt = now + settings.keepalive
+        confirm(lastSeq)
         if first {
             phase = .joined
             printed = lastSeq
-            newest = max(newest, lastSeq)
             held = held.filter { $0.key > lastSeq }
             flush(now: now)
+            // Pushes held while joining may have left a hole.
+            noteBehind(now: now)
             joinLinePending = true
             send(.who(id: 0, cookie: 0, after: nil), tag: .who(forJoinLine: true, names: []), now: now)
             sendNextLine(now: now)
@@ -525,7 +557,6 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         } else if lastSeq > printed {
             // Back after an absence (dropped, restarted server, lost pushes):
             // the JOIN made us a member from last_seq on; fetch what came before.
-            newest = max(newest, lastSeq)
             fetchHistory(now: now)
         }
     }
@@ -640,17 +671,35 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     private mutating func receive(_ message: ChatMessage, now: Instant) {
         newest = max(newest, message.seq)
         guard message.seq > printed, held[message.seq] == nil else { return }
-        held[message.seq] = message
+        hold(message)
         // Before the first JOIN's answer, `printed` is not known yet: hold everything.
         guard phase != .joining else { return }
         flush(now: now)
         noteBehind(now: now)
     }
 
+    /// Keeps a push until the seqs before it are printed. At the bound the
+    /// farthest goes (this one, if it is the farthest): the nearest are the
+    /// ones printed next, and a real message dropped here is still behind
+    /// `newest`, so HISTORY brings it back.
+    private mutating func hold(_ message: ChatMessage) {
+        if held.count >= maxHeldPushes {
+            guard let farthest = held.keys.max(), farthest > message.seq else { return }
+            held[farthest] = nil
+        }
+        held[message.seq] = message
+    }
+
     /// A seq that exists (a SAY's answer): being behind it needs catching up too.
     private mutating func learn(_ seq: UInt64, now: Instant) {
-        newest = max(newest, seq)
+        confirm(seq)
         noteBehind(now: now)
+    }
+
+    /// An answer to one of our requests says `seq` exists.
+    private mutating func confirm(_ seq: UInt64) {
+        confirmedNewest = max(confirmedNewest, seq)
+        newest = max(newest, seq)
     }
 
     /// Prints what follows `printed` without a hole.
@@ -672,24 +721,24 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         guard phase == .joined, printed < newest, holdDeadline == nil, !lost,
             !attempts.contains(where: { if case .history = $0 { true } else { false } })
         else { return }
-        if roundsAt != printed {
-            roundsAt = printed
-            rounds = 0
-        }
+        countRoundsFromHere()
         holdDeadline = now + settings.hold * (1 << min(rounds, 6))
     }
 
     private mutating func holdExpired(now: Instant) {
         guard phase == .joined, printed < newest else { return }
-        if roundsAt != printed {
-            roundsAt = printed
-            rounds = 0
-        }
-        guard rounds < settings.historyRounds else {
-            // HISTORY after HISTORY has not brought it: it is not coming.
-            let resume = held.keys.min() ?? newest + 1
-            skip(to: resume, now: now)
-            return
+        countRoundsFromHere()
+        if rounds >= settings.historyRounds {
+            // HISTORY after HISTORY has not brought it: it is not coming. But
+            // only what an answer proved exists is given up; past that, a
+            // push's seq alone could be a forger's.
+            let resume = min(held.keys.min() ?? newest + 1, confirmedNewest + 1)
+            if resume > printed + 1 {
+                skip(to: resume, now: now)
+                return
+            }
+            // The hole is beyond anything proved (a push claims it): one
+            // more HISTORY, whose answer proves it or makes it go away.
         }
         fetchHistory(now: now)
     }
@@ -698,18 +747,30 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         guard phase == .joined,
             !attempts.contains(where: { if case .history = $0 { true } else { false } })
         else { return }
-        if roundsAt != printed {
-            roundsAt = printed
-            rounds = 0
-        }
+        countRoundsFromHere()
         rounds += 1
         holdDeadline = nil
         send(.history(id: 0, cookie: 0, afterSeq: printed), tag: .history, now: now)
     }
 
+    /// HISTORY rounds count per hole, and a hole is known by where printing
+    /// stopped: once `printed` has moved, the hole is a new one, with no rounds yet.
+    private mutating func countRoundsFromHere() {
+        guard roundsAt != printed else { return }
+        roundsAt = printed
+        rounds = 0
+    }
+
     private mutating func historyAnswered(first: UInt64, last: UInt64, now: Instant) {
-        newest = max(newest, last)
-        if first > printed + 1 { skip(to: first, now: now) }
+        confirm(last)
+        // The room ended at `last` when the server answered: a held push past
+        // the newest seq proved is no message, and the seq it claimed is
+        // forgotten. A real push that overtook this answer falls away too;
+        // being behind it again (the next push, or the keepalive's last_seq)
+        // fetches it with HISTORY.
+        held = held.filter { $0.key <= confirmedNewest }
+        newest = max(confirmedNewest, printed)
+        if first > printed + 1 { skip(to: min(first, confirmedNewest + 1), now: now) }
         // The pushes from `first` on are coming; wait for them as for any hole.
         noteBehind(now: now)
     }

@@ -24,6 +24,9 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
         self.call = call
     }
 
+    /// A write to a pipe or socket whose reader has gone (SIGPIPE ignored).
+    public var isBrokenPipe: Bool { errno == EPIPE }
+
     /// `bind: Address already in use (errno 98)`.
     public var description: String {
         "\(call): \(String(cString: strerror(errno))) (errno \(errno))"

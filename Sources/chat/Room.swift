@@ -25,7 +25,8 @@ extension Chat {
 
                 At the end of stdin (or /quit) chat waits until every line is acknowledged, leaves \
                 and exits 0, or 69 if lines could not be delivered. SIGINT and SIGTERM leave at once \
-                and exit 0 (a second one exits without waiting for the server).
+                and exit 0 (a second one exits without waiting for the server); so does stdout \
+                closing (`chat talk NAME --listen | head` once head has its lines).
                 """)
 
         @Argument(help: ArgumentHelp("The username to join as, registered if needed. \(Username.rule).", valueName: "name"))
@@ -59,16 +60,28 @@ extension Chat {
             let json = json
             let outcome: Client.TalkOutcome
             do {
+                // SIGPIPE would end chat at the first message after stdout's
+                // reader went, before it could LEAVE; ignored, that write
+                // fails with EPIPE and the session leaves (see below).
+                try Signal.ignore(Signal.brokenPipe)
                 outcome = try Client.talk(
                     username, server: server, source: resolved.source, settings: settings, readsInput: !listen
                 ) { output in
                     switch output {
                     case .message(let message):
                         let line = json ? jsonLine(message) : textLine(message)
-                        try? Posix.writeAll(fd: 1, bytes: Array(line.utf8))
+                        do {
+                            try Posix.writeAll(fd: 1, bytes: Array(line.utf8))
+                        } catch let error as SystemError where error.isBrokenPipe {
+                            return false  // nobody reads stdout any more: leave
+                        } catch {
+                            // Another failure (a full disk under `>> room.log`) loses
+                            // this line only; the session goes on, as before.
+                        }
                     case .notice(let notice):
                         FileSystem.writeStandardError("chat: \(describe(notice, server: server))\n")
                     }
+                    return true
                 }
             } catch {
                 finish(.systemError, "\(error)")

@@ -279,7 +279,7 @@ private func say(_ text: [UInt8]) -> [UInt8] { utf8("CHAT/1 1 SAY \(cookieText) 
 
     @Test(arguments: [
         ChatMessage(seq: 1, timeMilliseconds: 1_700_000_000_123, from: name("alice"), text: utf8("hello")),
-        ChatMessage(seq: .max, timeMilliseconds: 0, from: name("B.o-b_9"), text: utf8("  spaced  out ")),
+        ChatMessage(seq: maxSeq, timeMilliseconds: 0, from: name("B.o-b_9"), text: utf8("  spaced  out ")),
         ChatMessage(seq: 42, timeMilliseconds: Int64.max, from: name("carol"), text: utf8("say \"hi\" \\ ✓")),
         ChatMessage(
             seq: 7, timeMilliseconds: 5, from: name(String(repeating: "x", count: 32)),
@@ -315,6 +315,8 @@ private func say(_ text: [UInt8]) -> [UInt8] { utf8("CHAT/1 1 SAY \(cookieText) 
         "CHAT/1 3 MESSAGE 1 2 alice ",  // empty text
         "CHAT/1 3 MESSAGE 1 2 -alice hi",  // a name off the rule
         "CHAT/1 3 MESSAGE x 2 alice hi",
+        "CHAT/1 3 MESSAGE 9223372036854775808 2 alice hi",  // maxSeq + 1: no server gives it
+        "CHAT/1 3 MESSAGE 18446744073709551615 2 alice hi",  // UInt64.max, which seq + 1 would overflow
         "CHAT/1 3 MESSAGE 1 9223372036854775808 alice hi",  // past Int64.max milliseconds
         "CHAT/1 3 MESSAGE 1 2 alice a\tb",  // a control character
         "CHAT/1 3 ACK",
@@ -325,6 +327,14 @@ private func say(_ text: [UInt8]) -> [UInt8] { utf8("CHAT/1 1 SAY \(cookieText) 
     ])
     func badInboundIsNil(text: String) {
         #expect(inbound(text) == nil)
+    }
+
+    @Test func answerSeqsAreHeldToMaxSeqAsPushSeqsAre() {
+        #expect(ChatInbound.seq("0") == 0)
+        #expect(ChatInbound.seq("9223372036854775807") == maxSeq)
+        #expect(ChatInbound.seq("9223372036854775808") == nil)
+        #expect(ChatInbound.seq("18446744073709551615") == nil)
+        #expect(ChatInbound.seq("-1") == nil)
     }
 
     @Test func aPushWithBadTextBytesIsNil() {

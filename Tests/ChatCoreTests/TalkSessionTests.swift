@@ -12,6 +12,11 @@ private let cookieText = "0123456789abcdef"
 
 private func name(_ text: String) -> Username { Username(text)! }
 
+/// What the session prints for `Harness.push(id:seq:)` with its defaults.
+private func bobSaysHi(_ seq: UInt64) -> TalkOutput {
+    .message(ChatMessage(seq: seq, timeMilliseconds: 1_700_000_000_000, from: name("bob"), text: Array("hi".utf8)))
+}
+
 /// A session and the test's side of it.
 private struct Harness {
     var session: TalkSession<SplitMix64>
@@ -84,6 +89,34 @@ private struct Harness {
             session.handleTimeout(now: now)
         }
         now = end
+    }
+
+    /// Plays a faithful server whose room ends at `last`, every message still
+    /// in history, for `duration`, a second at a time: JOIN is answered with
+    /// `last`, HISTORY with what follows its after_seq, and those messages
+    /// are pushed again, as chatd does. Returns how many HISTORYs came.
+    @discardableResult
+    mutating func serve(for duration: Duration, last: UInt64) -> Int {
+        var histories = 0
+        let end = now + duration
+        while now < end {
+            advance(.seconds(1))
+            for request in sent() {
+                switch request {
+                case .history(let id, _, let after):
+                    histories += 1
+                    reply("CHAT/1 \(id) SUCCESS \(after + 1) \(last)")
+                    if after < last {
+                        for seq in (after + 1)...last { push(id: 3_500_000_000 + UInt32(seq), seq: seq) }
+                    }
+                case .join(let id, _):
+                    reply("CHAT/1 \(id) SUCCESS alice \(last)")
+                default:
+                    break
+                }
+            }
+        }
+        return histories
     }
 
     /// Started and joined with the cookie, the room's last seq `last`, and
@@ -419,6 +452,91 @@ private struct Harness {
         h.reply("CHAT/1 \(join.id) SUCCESS alice 7")
         let again = try h.next()
         #expect(again == .history(id: again.id, cookie: cookie, afterSeq: 5))
+    }
+
+    // MARK: Forged pushes
+    //
+    // Anyone who can send a datagram with the server's address and the
+    // client's port can send a push; its seq is a claim, not a fact.
+
+    @Test func aPushWithASeqPastMaxSeqIsNotAPush() throws {
+        var h = try Harness.joined(last: 5)
+        h.push(id: 1_234_567_890, seq: .max)
+        // Dropped by the codec: not acknowledged, not held.
+        #expect(h.sent().isEmpty)
+        h.serve(for: .seconds(60), last: 5)
+        #expect(h.outputs().isEmpty)
+        h.push(id: 1_234_567_891, seq: 6)
+        #expect(h.printedSeqs() == [6])
+    }
+
+    @Test(arguments: [UInt64(1) << 62, 5 + 1_000_000_000, maxSeq] as [UInt64])
+    func aForgedSeqFarAheadNeitherTrapsNorSilencesTheRoom(forged: UInt64) throws {
+        var h = try Harness.joined(last: 5)
+        h.push(id: 1_234_567_890, seq: forged)
+        #expect(h.sent() == [.ack(id: 1_234_567_890)])
+        // Being behind it asks HISTORY, whose answer says the room ends at 5:
+        // nothing is skipped, nothing is reported missed, nothing printed.
+        #expect(h.serve(for: .seconds(120), last: 5) >= 1)
+        #expect(h.outputs().isEmpty)
+        #expect(h.session.printed == 5)
+        h.push(id: 1_234_567_891, seq: 6)
+        h.push(id: 1_234_567_892, seq: 7)
+        #expect(h.printedSeqs() == [6, 7])
+    }
+
+    @Test func realMessagesAroundAForgedSeqArePrintedAndNothingIsMissed() throws {
+        var h = try Harness.joined(last: 5)
+        h.push(id: 1_234_567_890, seq: 5 + 1_000_000_000)  // forged
+        h.push(id: 1_234_567_891, seq: 7)  // real; 6 was lost on the way
+        h.serve(for: .seconds(120), last: 7)
+        #expect(h.outputs() == [bobSaysHi(6), bobSaysHi(7)])
+        h.push(id: 1_234_567_892, seq: 8)
+        #expect(h.outputs() == [bobSaysHi(8)])
+    }
+
+    @Test func aHoleIsReportedMissedOnlyAsFarAsAnAnswerProvedMessagesExist() throws {
+        var h = try Harness.joined(last: 5)
+        h.push(id: 1_234_567_890, seq: 9)  // a forged claim that 6 to 8 exist
+        var histories = 0
+        for _ in 0..<60 {
+            h.advance(.seconds(1))
+            for request in h.sent() {
+                switch request {
+                case .history(let id, _, _):
+                    // An answer that proves 6 exists and nothing past it, but
+                    // whose push of 6 is lost every time.
+                    histories += 1
+                    h.reply("CHAT/1 \(id) SUCCESS 6 6")
+                case .join(let id, _):
+                    h.reply("CHAT/1 \(id) SUCCESS alice 6")
+                default:
+                    break
+                }
+            }
+        }
+        #expect(histories == 3)
+        #expect(h.outputs() == [.notice(.missed(first: 6, last: 6))])
+        #expect(h.session.printed == 6)
+        h.push(id: 1_234_567_891, seq: 7)
+        #expect(h.printedSeqs() == [7])
+    }
+
+    @Test func heldPushesStayBoundedUnderAFloodOfForgedSeqs() throws {
+        var h = try Harness.joined(last: 5)
+        var random = SplitMix64(seed: 7)
+        let forged = (0..<10_000).map { 1_000_000 + UInt64($0) * 1_000 }.shuffled(using: &random)
+        for (index, seq) in forged.enumerated() { h.push(id: 1_000_000_000 + UInt32(index), seq: seq) }
+        // Every copy is still acknowledged, so the server stops retransmitting.
+        #expect(h.sent().count == forged.count)
+        #expect(h.session.heldCount == maxHeldPushes)
+        // The nearest are kept: a real 7 displaces the farthest forged one,
+        // and once 6 arrives both are printed.
+        h.push(id: 999_999_997, seq: 7)
+        #expect(h.session.heldCount == maxHeldPushes)
+        h.push(id: 999_999_996, seq: 6)
+        #expect(h.printedSeqs() == [6, 7])
+        #expect(h.session.heldCount <= maxHeldPushes)
     }
 
     // MARK: Server lost and back

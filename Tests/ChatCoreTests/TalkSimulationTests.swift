@@ -76,6 +76,13 @@ private struct Simulation {
     var steps = 0
     /// A session cut off from the network: every datagram to or from it is lost until then.
     var isolated: (index: Int, until: Instant)?
+    /// A host that sends every session a push from the server's address
+    /// this often, with a seq far ahead of the room's, the sessions' port,
+    /// and a random id: what an off-path attacker can do.
+    var forgeEvery: Duration?
+    var nextForgery = t0
+    var forger = SplitMix64(seed: 99)
+    var forged = 0
 
     /// - Parameter attempts: per request. With 20 % loss each way an attempt
     ///   fails 36 % of the time, so 8 attempts would still give up about one
@@ -137,10 +144,15 @@ private struct Simulation {
         while !done(self), now < limit {
             steps += 1
             var next = [link.nextArrival, service.nextTimeout(), script.first?.at].compactMap { $0 }
+            if forgeEvery != nil { next.append(nextForgery) }
             next += sessions.compactMap { $0.nextTimeout() }
             guard let at = next.min() else { return }
             now = max(now, min(at, limit))
             for datagram in link.arrivals(by: now) { deliver(datagram) }
+            if let forgeEvery, nextForgery <= now {
+                nextForgery = now + forgeEvery
+                forge()
+            }
             service.handleTimeout(now: now)
             drainService()
             while let line = script.first, line.at <= now {
@@ -174,6 +186,19 @@ private struct Simulation {
             drainService()
         case .client(let index):
             sessions[index].handle(datagram: datagram.bytes, from: datagram.from, now: now)
+            drain(index)
+        }
+    }
+
+    mutating func forge() {
+        for index in sessions.indices {
+            let seq = service.lastSeq + UInt64.random(in: 100...1_000_000_000_000, using: &forger)
+            let message = ChatMessage(
+                seq: seq, timeMilliseconds: 1_700_000_000_000, from: Username("mallory")!, text: Array("forged".utf8))
+            var bytes: [UInt8] = []
+            ChatReply.push(id: UInt32.random(in: 1...UInt32.max, using: &forger), message, into: &bytes)
+            forged += 1
+            sessions[index].handle(datagram: bytes, from: serverEndpoint, now: now)
             drain(index)
         }
     }
@@ -237,6 +262,41 @@ private struct Simulation {
         // a session that has gone; the server's presence TTL ends that.
         sim.run(until: sim.now + .seconds(150)) { sim in sim.service.memberCount == 0 }
         #expect(sim.service.memberCount == 0)
+    }
+
+    /// Pushes forged from the server's address with seqs far ahead, among
+    /// the real ones on a bad link, change no transcript and make no
+    /// "missed" notice: only answers to a session's own requests say which
+    /// seqs exist.
+    @Test(arguments: Array(1...8) as [UInt64])
+    func forgedPushesFarAheadChangeNoTranscript(seed: UInt64) throws {
+        let members = 3
+        let linesEach = 8
+        var sim = Simulation(seed: seed, members: members, loss: 0.2, duplicate: 0.1)
+        try sim.join()
+        sim.forgeEvery = .milliseconds(700)
+        sim.nextForgery = sim.now
+        sim.type(linesEach: linesEach, from: sim.now + .milliseconds(100))
+        sim.run(until: sim.now + .seconds(600)) { sim in
+            sim.script.isEmpty && sim.service.history.count == members * linesEach
+                && sim.sessions.allSatisfy { $0.printed == sim.service.lastSeq }
+        }
+        // Keep forging a while after the room goes quiet: the hole each
+        // forgery claims outlasts the HISTORY rounds many times over.
+        sim.run(until: sim.now + .seconds(120)) { _ in false }
+        sim.forgeEvery = nil
+        for index in sim.sessions.indices { sim.sessions[index].endOfInput(now: sim.now) }
+        for index in sim.sessions.indices { sim.drain(index) }
+        sim.run(until: sim.now + .seconds(300)) { sim in sim.sessions.allSatisfy { $0.result != nil } }
+
+        let history = sim.service.history
+        #expect(history.count == members * linesEach)
+        #expect(sim.forged > 100)
+        for index in sim.sessions.indices {
+            #expect(sim.sessions[index].result == .left(undelivered: 0), "session \(index): \(sim.notices[index])")
+            #expect(sim.transcripts[index] == history, "session \(index)'s transcript differs")
+            #expect(!sim.notices[index].contains { if case .missed = $0 { true } else { false } })
+        }
     }
 
     /// A member cut off for longer than the server's retries is dropped; it

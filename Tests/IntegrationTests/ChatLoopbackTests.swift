@@ -231,7 +231,11 @@ final class Talker {
     let outPath: String
     let errPath: String
 
-    init(_ name: String, bind: String, daemon: Daemon, clientConfig: String, extra: [String] = []) throws {
+    /// - Parameter standardOutput: a pipe for stdout instead of the file at `outPath`.
+    init(
+        _ name: String, bind: String, daemon: Daemon, clientConfig: String, extra: [String] = [],
+        standardOutput: Pipe? = nil
+    ) throws {
         outPath = daemon.folder.appendingPathComponent("\(name).out").path
         errPath = daemon.folder.appendingPathComponent("\(name).err").path
         for path in [outPath, errPath] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
@@ -241,7 +245,7 @@ final class Talker {
                 "--config", clientConfig, "--server", "127.0.0.1", "--port", "\(daemon.port)", "--bind", bind,
             ]
         process.standardInput = input
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        process.standardOutput = try standardOutput ?? FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         try process.run()
     }
@@ -344,6 +348,27 @@ final class Talker {
         #expect(ann.exitStatus(within: .seconds(10)) == 0)
         #expect(ben.exitStatus(within: .seconds(10)) == 0)
         #expect(daemon.waitForLog("reason=leave"))
+        #expect(try daemon.stop() == 0)
+    }
+
+    /// `chat talk --listen | head`: once nobody reads stdout, the next
+    /// message makes chat LEAVE and exit 0, instead of dying of SIGPIPE
+    /// while still a member.
+    @Test func aListenerWhoseStdoutClosesLeaves() throws {
+        let daemon = try Daemon()
+        try daemon.start()
+        let config = try clientConfig(daemon)
+        let stdout = Pipe()
+        let eve = try Talker(
+            "eve", bind: "127.0.0.95", daemon: daemon, clientConfig: config, extra: ["--listen"], standardOutput: stdout)
+        #expect(eve.waitUntil(.seconds(10)) { $0.stderr.contains("joined") })
+        try stdout.fileHandleForReading.close()
+        let poster = try RawChatClient(source: "127.0.0.96", port: daemon.port)
+        try poster.introduce("poster")
+        #expect(seq(of: try poster.ask(.say(id: 0, cookie: 0, token: 1, text: Array("anyone there".utf8)))) != nil)
+        #expect(eve.exitStatus(within: .seconds(10)) == 0)
+        #expect(eve.process.terminationReason == .exit, "chat died of a signal")
+        #expect(daemon.waitForLog("reason=leave"), "no LEAVE: \(eve.stderr)")
         #expect(try daemon.stop() == 0)
     }
 
