@@ -29,14 +29,18 @@
 // journal a message is neither answered nor pushed until its record is
 // synced, so lastSeq only counts messages on disk, and `room.nextSeq` runs
 // ahead of it while records wait. A failed sync hands their seqs back
-// (nobody saw them). A SAY token remembers its seq for five minutes, so a
-// retransmitted SAY gets its first answer, held like any reply until that
-// answer's message is on disk.
+// (nobody saw them). Without a journal a message is pushed at once, so the
+// history file claims seqs ahead of use (`seqsReserved`, 10,000 at a time,
+// claimed again by a snapshot when half are used) and a SAY past the claim
+// is refused UNAVAILABLE: after a crash seqs go on past the claim. A SAY
+// token remembers its seq for five minutes, so a retransmitted SAY gets its
+// first answer, held like any reply until that answer's message is on disk.
 
 extension ChatService {
     /// Members of the room.
     public var memberCount: Int { room.members.count }
-    /// The newest message's seq (0 before the first).
+    /// The newest seq given (0 before the first message); without a
+    /// journal, after a crash, a seq that was only claimed.
     public var lastSeq: UInt64 { room.lastSeq }
     /// Messages history holds, oldest first.
     public var history: [ChatMessage] { Array(room.history) }
