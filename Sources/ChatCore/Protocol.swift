@@ -246,14 +246,8 @@ struct Fields {
 
 /// 1 to 10 decimal digits with a value that fits in 32 bits.
 func parseID(_ field: some Collection<UInt8>) -> UInt32? {
-    guard (1...10).contains(field.count) else { return nil }
-    var value: UInt64 = 0
-    for byte in field {
-        let digit = byte &- ASCII.zero
-        guard digit < 10 else { return nil }
-        value = value * 10 + UInt64(digit)
-    }
-    return value <= UInt64(UInt32.max) ? UInt32(value) : nil
+    guard field.count <= 10, let value = parseDecimal64(field) else { return nil }
+    return UInt32(exactly: value)
 }
 
 func isToken(_ field: some Collection<UInt8>) -> Bool {

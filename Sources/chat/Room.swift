@@ -213,21 +213,6 @@ func jsonLine(_ message: ChatMessage) -> String {
         + "\"text\":\(jsonString(message.textString))}\n"
 }
 
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\u{0}"..."\u{1f}", "\u{7f}"..."\u{9f}", "\u{2028}", "\u{2029}":
-            let hex = String(scalar.value, radix: 16)
-            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
-}
-
 func describe(_ notice: TalkNotice, server: Endpoint) -> String {
     switch notice {
     case .joined(let name, let online?):

@@ -4,6 +4,7 @@
 // JSON never disagree. Numbers are formatted by hand (no Foundation), with a
 // fixed number of decimals.
 
+import ChatCore
 import Histogram
 
 struct RunResult: Sendable {
@@ -128,21 +129,3 @@ func fixed(_ value: Double, _ decimals: Int) -> String {
     return text
 }
 
-/// A JSON string literal for `text`.
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where scalar.value < 0x20:
-            let hex = String(scalar.value, radix: 16)
-            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
-}
