@@ -2,14 +2,15 @@
 import PackageDescription
 
 // Layers, each depending only on those above it:
-//   ChatCore    pure protocol logic, no I/O: codec, usernames, registry, snapshot and
-//               journal formats, the client's handshake machine, and ChatService, the
-//               server's one state machine (every protocol and storage decision)
+//   ChatCore    pure protocol logic, no I/O: codec, usernames, registry, snapshot,
+//               journal and history formats, the client's machines (the handshake,
+//               TalkSession for `chat talk`), and ChatService, the server's one state
+//               machine (every protocol and storage decision, the chat room's included)
 //   ChatConfig  the TOML config file, parsed and checked (pure: text in, settings out)
 //   ChatSystem  every syscall: sockets, epoll, signalfd, files, threads, systemd, logging
 //   ChatServer  chatd's shell: one epoll loop moving datagrams, time and storage
 //               outcomes between ChatSystem and ChatCore's ChatService
-//   ChatClient  the client library: ChatCore's handshake machine driven by a UDP socket
+//   ChatClient  the client library: ChatCore's client machines driven by a UDP socket
 //   chatd, chat thin executables: arguments, config, wiring
 //   chatd-bench a load generator and benchmark driver (`make bench`)
 //   ChatFuzz    the libFuzzer target over ChatCore (`make fuzz`); ChatFuzzHarness holds its checks
