@@ -129,7 +129,8 @@ public struct Config: Equatable, Sendable {
         public var timeoutMilliseconds: Int
         /// The factor each resend's wait grows by; 1.0 keeps it fixed.
         public var backoff: Double
-        /// Sends of one push, the first included, before its member is dropped.
+        /// Sends of one push, the first included, before it is given up (and its
+        /// member dropped, unless the member acknowledged other pushes meanwhile).
         public var maxAttempts: Int
         /// Pushes in flight to one member at once.
         public var window: Int

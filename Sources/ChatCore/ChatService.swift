@@ -208,10 +208,8 @@ public struct ChatService {
     var commits = CommitQueue<Held>()
     var timers = TimerQueue<Timer>()
     private var storageWork: [StorageWork] = []
-    var transmits: [Transmit] = []
-    private var transmitsTaken = 0
-    var events: [Event] = []
-    private var eventsTaken = 0
+    var transmits = OutputQueue<Transmit>()
+    var events = OutputQueue<Event>()
     /// Journal bytes known to be on disk.
     private var journalLength: Int
     /// The registry or the history changed since the last snapshot started.
@@ -545,29 +543,10 @@ public struct ChatService {
     // MARK: - Outputs
 
     /// The next datagram to send that is not the answer of the moment.
-    public mutating func pollTransmit() -> Transmit? {
-        Self.poll(&transmits, &transmitsTaken)
-    }
+    public mutating func pollTransmit() -> Transmit? { transmits.poll() }
 
     /// The next event to report.
-    public mutating func pollEvent() -> Event? {
-        Self.poll(&events, &eventsTaken)
-    }
-
-    /// Takes the first untaken element of a queue that is only appended to
-    /// until it is drained, then emptied keeping its capacity: no
-    /// allocation once warm.
-    private static func poll<Element>(_ queue: inout [Element], _ taken: inout Int) -> Element? {
-        guard taken < queue.count else {
-            if taken > 0 {
-                queue.removeAll(keepingCapacity: true)
-                taken = 0
-            }
-            return nil
-        }
-        taken += 1
-        return queue[taken - 1]
-    }
+    public mutating func pollEvent() -> Event? { events.poll() }
 
     // MARK: - Life cycle
 
@@ -610,7 +589,7 @@ public struct ChatService {
     /// with a journal, on disk.
     public var isSettled: Bool {
         !awaitsJournal && !awaitsSnapshot && storageWork.isEmpty && commits.isEmpty
-            && transmitsTaken == transmits.count
+            && transmits.isDrained
     }
 
     /// Queues the snapshot written at exit, whether or not anything changed.

@@ -11,7 +11,8 @@ public struct RoomConfiguration: Equatable, Sendable {
     /// A push unacknowledged this long is sent again; each wait is `backoff` times the last.
     public var deliveryTimeout: Duration
     public var backoff: Double
-    /// Sends of one push, the first included, before its member is dropped.
+    /// Sends of one push, the first included, before it is given up (and its
+    /// member dropped, unless the member acknowledged other pushes meanwhile).
     public var maxAttempts: Int
     /// Pushes in flight to one member at once.
     public var window: Int

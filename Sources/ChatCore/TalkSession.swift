@@ -226,10 +226,8 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     private var joinLinePending = false
     private var whoAfterJoinLine = false
 
-    private var transmits: [[UInt8]] = []
-    private var transmitsTaken = 0
-    private var outputs: [TalkOutput] = []
-    private var outputsTaken = 0
+    private var transmits = OutputQueue<[UInt8]>()
+    private var outputs = OutputQueue<TalkOutput>()
 
     public init(server: Endpoint, settings: TalkSettings, random: Random) {
         self.server = server
@@ -264,26 +262,10 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     }
 
     /// The next datagram to send to the server.
-    public mutating func pollTransmit() -> [UInt8]? {
-        guard transmitsTaken < transmits.count else {
-            transmits.removeAll(keepingCapacity: true)
-            transmitsTaken = 0
-            return nil
-        }
-        defer { transmitsTaken += 1 }
-        return transmits[transmitsTaken]
-    }
+    public mutating func pollTransmit() -> [UInt8]? { transmits.poll() }
 
     /// The next message or notice to show.
-    public mutating func pollOutput() -> TalkOutput? {
-        guard outputsTaken < outputs.count else {
-            outputs.removeAll(keepingCapacity: true)
-            outputsTaken = 0
-            return nil
-        }
-        defer { outputsTaken += 1 }
-        return outputs[outputsTaken]
-    }
+    public mutating func pollOutput() -> TalkOutput? { outputs.poll() }
 
     // MARK: - Inputs
 
