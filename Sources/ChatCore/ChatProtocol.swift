@@ -2,16 +2,17 @@
 //
 // Theory of operation
 // -------------------
-//     request  = "CHAT/1" SP id SP "JOIN" SP cookie
+//     request  = "CHAT/1" SP id SP "JOIN" SP cookie [SP "BATCH"]
 //              / "CHAT/1" SP id SP "LEAVE" SP cookie
 //              / "CHAT/1" SP id SP "SAY" SP cookie SP token SP text
 //              / "CHAT/1" SP id SP "WHO" SP cookie [SP username]
 //              / "CHAT/1" SP id SP "HISTORY" SP cookie SP seq
-//              / "CHAT/1" SP id SP "ACK"                ; answers the push `id`
+//              / "CHAT/1" SP id SP "ACK" [SP seq]       ; answers the push `id`
 //     reply    = "CHAT/1" SP id SP "SUCCESS" *(SP field)  ; per verb, below
 //              / "CHAT/1" SP id SP "COOKIE" SP cookie
 //              / "CHAT/1" SP id SP "ERROR" SP reason [SP detail]
-//     push     = "CHAT/1" SP id SP "MESSAGE" SP seq SP time_ms SP username SP text
+//     push     = "CHAT/1" SP id SP "MESSAGE" SP entry *(LF entry)
+//     entry    = seq SP time_ms SP username SP text
 //     cookie   = 16(0-9 / a-f) / "0"          ; "0": none yet
 //     token    = 1*20DIGIT                    ; fits in 64 bits
 //     seq      = 1*20DIGIT ; time_ms = 1*20DIGIT   ; a client takes seqs up to maxSeq only
@@ -25,6 +26,12 @@
 // TOO_LONG, ENCODING) rather than called MALFORMED, because a person typed
 // it and should hear what to change. The cookie is parsed here but checked
 // by the service, before anything else about the request.
+//
+// The BATCH format (asked for at JOIN) changes two things on the wire: a
+// push may carry several entries, one per line, in ascending seq order; and
+// an ACK may carry a seq, saying every message up to it arrived. A push of
+// one entry and an ACK without a seq are the basic format's, so one parser
+// reads both formats and a basic client never sees the difference.
 
 /// Most bytes of chat text in one message.
 public let maxTextBytes = 400
@@ -37,18 +44,20 @@ public let maxSeq = UInt64(Int64.max)
 
 /// A request to the chat room. `cookie` is 0 when the client has none.
 public enum ChatRequest: Equatable, Sendable {
-    case join(id: UInt32, cookie: UInt64)
+    /// `batch`: the member asks for the BATCH format.
+    case join(id: UInt32, cookie: UInt64, batch: Bool = false)
     case leave(id: UInt32, cookie: UInt64)
     case say(id: UInt32, cookie: UInt64, token: UInt64, text: [UInt8])
     case who(id: UInt32, cookie: UInt64, after: Username?)
     case history(id: UInt32, cookie: UInt64, afterSeq: UInt64)
-    /// A member's answer to the push `id`.
-    case ack(id: UInt32)
+    /// A member's answer to the push `id`; `through`, in the BATCH format,
+    /// says it has every message up to that seq.
+    case ack(id: UInt32, through: UInt64? = nil)
 
     public var id: UInt32 {
         switch self {
-        case .join(let id, _), .leave(let id, _), .say(let id, _, _, _), .who(let id, _, _), .history(let id, _, _),
-            .ack(let id):
+        case .join(let id, _, _), .leave(let id, _), .say(let id, _, _, _), .who(let id, _, _), .history(let id, _, _),
+            .ack(let id, _):
             id
         }
     }
@@ -57,7 +66,7 @@ public enum ChatRequest: Equatable, Sendable {
     /// names a push only the member's endpoint received).
     public var cookie: UInt64? {
         switch self {
-        case .join(_, let cookie), .leave(_, let cookie), .say(_, let cookie, _, _), .who(_, let cookie, _),
+        case .join(_, let cookie, _), .leave(_, let cookie), .say(_, let cookie, _, _), .who(_, let cookie, _),
             .history(_, let cookie, _):
             cookie
         case .ack: nil
@@ -67,7 +76,7 @@ public enum ChatRequest: Equatable, Sendable {
     /// The same request carrying another cookie (what a client does after COOKIE).
     public func with(cookie: UInt64) -> ChatRequest {
         switch self {
-        case .join(let id, _): .join(id: id, cookie: cookie)
+        case .join(let id, _, let batch): .join(id: id, cookie: cookie, batch: batch)
         case .leave(let id, _): .leave(id: id, cookie: cookie)
         case .say(let id, _, let token, let text): .say(id: id, cookie: cookie, token: token, text: text)
         case .who(let id, _, let after): .who(id: id, cookie: cookie, after: after)
@@ -79,12 +88,12 @@ public enum ChatRequest: Equatable, Sendable {
     /// The same request under another id (each attempt has its own).
     public func with(id: UInt32) -> ChatRequest {
         switch self {
-        case .join(_, let cookie): .join(id: id, cookie: cookie)
+        case .join(_, let cookie, let batch): .join(id: id, cookie: cookie, batch: batch)
         case .leave(_, let cookie): .leave(id: id, cookie: cookie)
         case .say(_, let cookie, let token, let text): .say(id: id, cookie: cookie, token: token, text: text)
         case .who(_, let cookie, let after): .who(id: id, cookie: cookie, after: after)
         case .history(_, let cookie, let after): .history(id: id, cookie: cookie, afterSeq: after)
-        case .ack: .ack(id: id)
+        case .ack(_, let through): .ack(id: id, through: through)
         }
     }
 }
@@ -176,6 +185,7 @@ private enum Verb {
     static let ack = Array("ACK".utf8)
     static let cookie = Array("COOKIE".utf8)
     static let message = Array("MESSAGE".utf8)
+    static let batch = Array("BATCH".utf8)
 }
 
 extension RequestParse {
@@ -183,11 +193,15 @@ extension RequestParse {
     /// (the caller answers MALFORMED).
     static func chat(id: UInt32, verb: UnsafeRawBufferPointer.SubSequence, fields: inout Fields) -> RequestParse? {
         if verb.elementsEqual(Verb.ack) {
-            return fields.atEnd ? .chat(.ack(id: id)) : nil
+            if fields.atEnd { return .chat(.ack(id: id)) }
+            guard let through = fields.next().flatMap(parseDecimal64), fields.atEnd else { return nil }
+            return .chat(.ack(id: id, through: through))
         }
         guard let cookie = fields.next().flatMap(CookieText.parse) else { return nil }
         if verb.elementsEqual(Verb.join) {
-            return fields.atEnd ? .chat(.join(id: id, cookie: cookie)) : nil
+            if fields.atEnd { return .chat(.join(id: id, cookie: cookie)) }
+            guard fields.next()?.elementsEqual(Verb.batch) == true, fields.atEnd else { return nil }
+            return .chat(.join(id: id, cookie: cookie, batch: true))
         } else if verb.elementsEqual(Verb.leave) {
             return fields.atEnd ? .chat(.leave(id: id, cookie: cookie)) : nil
         } else if verb.elementsEqual(Verb.say) {
@@ -253,8 +267,9 @@ public enum ChatInbound: Equatable, Sendable {
     case error(id: UInt32, reason: ErrorReason, detail: String?)
     /// The request `id` needs this cookie: send it again with it.
     case cookie(id: UInt32, cookie: UInt64)
-    /// A push; answer ACK with `id`.
-    case message(id: UInt32, ChatMessage)
+    /// A push of one message or, in the BATCH format, several in ascending
+    /// seq order; answer ACK with `id`.
+    case message(id: UInt32, [ChatMessage])
 
     public var id: UInt32 {
         switch self {
@@ -286,16 +301,30 @@ public enum ChatInbound: Equatable, Sendable {
             fields.atEnd
         {
             self = .cookie(id: id, cookie: cookie)
-        } else if kind.elementsEqual(Verb.message), let seq = fields.next().flatMap(parseDecimal64), seq <= maxSeq,
-            let time = fields.next().flatMap(parseDecimal64), time <= UInt64(Int64.max),
-            let from = fields.next().flatMap({ Username(bytes: $0) }), let text = fields.rest(),
-            ChatText.check(text) == nil
-        {
-            self = .message(
-                id: id, ChatMessage(seq: seq, timeMilliseconds: Int64(time), from: from, text: Array(text)))
+        } else if kind.elementsEqual(Verb.message), let entries = fields.rest().flatMap(Self.entries) {
+            self = .message(id: id, entries)
         } else {
             return nil
         }
+    }
+
+    /// A push's entries, one per line, seqs ascending; nil if any is off the grammar.
+    private static func entries(_ lines: UnsafeRawBufferPointer.SubSequence) -> [ChatMessage]? {
+        var entries: [ChatMessage] = []
+        var start = lines.startIndex
+        while start <= lines.endIndex {
+            let stop = lines[start...].firstIndex(of: ASCII.newline) ?? lines.endIndex
+            var fields = Fields(trimming: UnsafeRawBufferPointer(rebasing: lines[start..<stop]))
+            guard let seq = fields.next().flatMap(parseDecimal64), seq <= maxSeq,
+                seq > entries.last?.seq ?? 0,
+                let time = fields.next().flatMap(parseDecimal64), time <= UInt64(Int64.max),
+                let from = fields.next().flatMap({ Username(bytes: $0) }), let text = fields.rest(),
+                ChatText.check(text) == nil
+            else { return nil }
+            entries.append(ChatMessage(seq: seq, timeMilliseconds: Int64(time), from: from, text: Array(text)))
+            start = stop + 1
+        }
+        return entries
     }
 
     public init?(_ datagram: [UInt8]) {
@@ -323,7 +352,12 @@ extension ChatRequest {
             CookieText.append(cookie, to: &buffer)
         }
         switch self {
-        case .join(_, let cookie): verb(Verb.join, cookie)
+        case .join(_, let cookie, let batch):
+            verb(Verb.join, cookie)
+            if batch {
+                buffer.append(ASCII.space)
+                buffer += Verb.batch
+            }
         case .leave(_, let cookie): verb(Verb.leave, cookie)
         case .say(_, let cookie, let token, let text):
             verb(Verb.say, cookie)
@@ -341,8 +375,12 @@ extension ChatRequest {
             verb(Verb.history, cookie)
             buffer.append(ASCII.space)
             appendDecimal64(after, to: &buffer)
-        case .ack:
+        case .ack(_, let through):
             buffer += Verb.ack
+            if let through {
+                buffer.append(ASCII.space)
+                appendDecimal64(through, to: &buffer)
+            }
         }
     }
 
@@ -369,11 +407,28 @@ public enum ChatReply {
         CookieText.append(cookie, to: &buffer)
     }
 
-    /// The push of `message` under the push id `id`.
-    public static func push(id: UInt32, _ message: ChatMessage, into buffer: inout [UInt8]) {
+    /// The push of `messages` (ascending seqs, at least one) under the push id `id`.
+    public static func push(id: UInt32, _ messages: some Collection<ChatMessage>, into buffer: inout [UInt8]) {
         writeHeader(id: id, into: &buffer)
         buffer += Verb.message
-        buffer.append(ASCII.space)
+        for (index, message) in messages.enumerated() {
+            buffer.append(index == 0 ? ASCII.space : ASCII.newline)
+            entry(message, into: &buffer)
+        }
+    }
+
+    /// The size of `message`'s entry in a push, without its separator.
+    public static func entrySize(_ message: ChatMessage) -> Int {
+        decimalDigits(message.seq) + decimalDigits(UInt64(max(0, message.timeMilliseconds)))
+            + message.from.text.utf8.count + message.text.count + 3
+    }
+
+    /// The bytes of a push's header up to the first entry's separator.
+    public static func pushHeaderSize(id: UInt32) -> Int {
+        "CHAT/1  MESSAGE".utf8.count + decimalDigits(UInt64(id))
+    }
+
+    private static func entry(_ message: ChatMessage, into buffer: inout [UInt8]) {
         appendDecimal64(message.seq, to: &buffer)
         buffer.append(ASCII.space)
         appendDecimal64(UInt64(max(0, message.timeMilliseconds)), to: &buffer)
@@ -389,11 +444,30 @@ public enum ChatReply {
         appendDecimal64(value, to: &buffer)
     }
 
+    /// JOIN's answer to a BATCH member ends `BATCH <window>`.
+    static let batch = Array("BATCH".utf8)
+
+    /// Appends " <bytes>".
+    static func field(_ bytes: [UInt8], to buffer: inout [UInt8]) {
+        buffer.append(ASCII.space)
+        buffer += bytes
+    }
+
     /// Appends " <name>".
     public static func field(_ name: Username, to buffer: inout [UInt8]) {
         buffer.append(ASCII.space)
         buffer += name.text.utf8
     }
+}
+
+func decimalDigits(_ value: UInt64) -> Int {
+    var digits = 1
+    var rest = value
+    while rest >= 10 {
+        rest /= 10
+        digits += 1
+    }
+    return digits
 }
 
 func appendDecimal64(_ value: UInt64, to buffer: inout [UInt8]) {

@@ -30,8 +30,10 @@ struct Member: Sendable {
     var socket: Int
     /// The next seq to push to it.
     var next: UInt64
-    /// Ids of its pushes in flight.
+    /// Ids of its pushes in flight, in seq order.
     var pushes: [UInt32] = []
+    /// It asked for the BATCH format: several messages per push, cumulative ACKs.
+    var batch = false
     var lastHeard: Instant
     /// When it last acknowledged a push.
     var lastAcknowledged: Instant?
@@ -39,7 +41,9 @@ struct Member: Sendable {
 
 struct Push: Sendable {
     let member: AddressKey
-    let seq: UInt64
+    /// The seqs of its first and last entries (the same in the basic format).
+    let first: UInt64
+    let last: UInt64
     /// Sends so far, the first included.
     var attempts: Int
     let firstSent: Instant
@@ -87,6 +91,11 @@ struct History: Sendable {
 
     /// The message with the smallest seq at or after `seq`, if any.
     func message(atOrAfter seq: UInt64) -> ChatMessage? {
+        index(atOrAfter: seq).map { self[$0] }
+    }
+
+    /// The position of that message.
+    func index(atOrAfter seq: UInt64) -> Int? {
         // Seqs increase along the ring (with gaps only after a crash under
         // "periodic"), so a binary search finds it.
         var low = 0
@@ -95,7 +104,7 @@ struct History: Sendable {
             let middle = (low + high) / 2
             if self[middle].seq < seq { low = middle + 1 } else { high = middle }
         }
-        return low < ring.count ? self[low] : nil
+        return low < ring.count ? low : nil
     }
 
     /// Messages in order, oldest first.
@@ -176,6 +185,10 @@ struct ChatRoom: Sendable {
     var lastSeq: UInt64
     /// The next seq to give; above lastSeq + 1 while messages wait for their sync.
     var nextSeq: UInt64
+    /// Messages were published at this instant and not yet pushed: every
+    /// member is pumped once, when the output is next polled, so that the
+    /// messages of one receive batch or one group commit share pushes.
+    var publishedAt: Instant?
     var tokens = TokenMemory()
     /// Push ids are SipHash of a counter under this key: a member that sees
     /// many ids learns nothing about the next ones, nor about any other secret.

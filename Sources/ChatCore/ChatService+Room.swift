@@ -10,6 +10,14 @@
 // without its endpoint's cookie is answered COOKIE and changes nothing.
 // Only then does the room look at it.
 //
+// Pushes are written lazily, as quinn-proto writes packets in
+// poll_transmit: publishing a message only marks the room, and every member
+// is pumped when the shell next polls for output, after the receive batch
+// or the group commit. A BATCH member's push then carries every queued
+// message that fits in one datagram; nothing waits on purpose to fill one.
+// A cumulative ACK (`ACK <sid> <seq>`) from a BATCH member delivers the
+// push it names and every earlier push of the member's up to that seq.
+//
 // Membership belongs to an address, at one endpoint: a JOIN from another
 // port of the same address moves it there. Each member has a cursor, the
 // next seq to push to it; pushes go out while it has fewer than `window`
@@ -55,18 +63,28 @@ extension ChatService {
     /// compares turn away anything that does not end in " ACK", and the rest
     /// is one lookup by push id.
     mutating func acknowledged(_ datagram: UnsafeRawBufferPointer, from source: Endpoint, now: Instant) -> Bool {
-        guard let id = Self.ackID(datagram), let push = room.pushes[id],
+        guard let (id, through) = Self.ack(datagram), let push = room.pushes[id],
             room.members[push.member]?.endpoint == source
         else { return false }
         let key = push.member
         room.members[key]!.lastHeard = now
         room.members[key]!.lastAcknowledged = now
+        deliver(id, of: key)
+        if let through {
+            // Pushes go out in seq order, so the covered ones lead the list.
+            while let oldest = room.members[key]!.pushes.first, let covered = room.pushes[oldest], covered.last <= through {
+                deliver(oldest, of: key)
+            }
+        }
+        pump(key, now: now)
+        return true
+    }
+
+    private mutating func deliver(_ id: UInt32, of key: AddressKey) {
         room.pushes[id] = nil
         timers.cancel(.push(id))
         counters.acks += 1
         if let index = room.members[key]!.pushes.firstIndex(of: id) { room.members[key]!.pushes.remove(at: index) }
-        pump(key, now: now)
-        return true
     }
 
     /// Any other datagram from a member's endpoint: it is alive.
@@ -75,24 +93,33 @@ extension ChatService {
         if room.members[key]?.endpoint == source { room.members[key]!.lastHeard = now }
     }
 
-    /// The id of `CHAT/1 <id> ACK` (with an optional newline), read without
-    /// the full parser: this runs before the rate limiter.
-    static func ackID(_ datagram: UnsafeRawBufferPointer) -> UInt32? {
+    /// The push id and the cumulative seq, if any, of `CHAT/1 <id> ACK
+    /// [<seq>]` (with an optional newline), read without the full parser:
+    /// this runs before the rate limiter. Short datagrams are turned away by
+    /// the length and a few byte compares.
+    static func ack(_ datagram: UnsafeRawBufferPointer) -> (id: UInt32, through: UInt64?)? {
         var end = datagram.count
         if end > 0, datagram[end - 1] == ASCII.newline {
             end -= 1
             if end > 0, datagram[end - 1] == ASCII.carriageReturn { end -= 1 }
         }
         let prefix = 7  // "CHAT/1 "
-        let suffix = 4  // " ACK"
-        guard end > prefix + suffix, end - prefix - suffix <= 10,
+        // The shortest is "CHAT/1 1 ACK"; the longest "CHAT/1 <10> ACK <20>".
+        guard end >= prefix + 5, end <= prefix + 10 + 4 + 21,
             datagram[0] == UInt8(ascii: "C"), datagram[5] == UInt8(ascii: "1"), datagram[6] == ASCII.space,
-            datagram[end - 4] == ASCII.space, datagram[end - 3] == UInt8(ascii: "A"),
-            datagram[end - 2] == UInt8(ascii: "C"), datagram[end - 1] == UInt8(ascii: "K"),
             datagram[1] == UInt8(ascii: "H"), datagram[2] == UInt8(ascii: "A"), datagram[3] == UInt8(ascii: "T"),
             datagram[4] == UInt8(ascii: "/")
         else { return nil }
-        return parseID(datagram[prefix..<(end - suffix)])
+        var idEnd = prefix
+        while idEnd < end, datagram[idEnd] != ASCII.space { idEnd += 1 }
+        guard idEnd + 4 <= end, datagram[idEnd + 1] == UInt8(ascii: "A"), datagram[idEnd + 2] == UInt8(ascii: "C"),
+            datagram[idEnd + 3] == UInt8(ascii: "K"), let id = parseID(datagram[prefix..<idEnd])
+        else { return nil }
+        if idEnd + 4 == end { return (id, nil) }
+        guard datagram[idEnd + 4] == ASCII.space, let through = parseDecimal64(datagram[(idEnd + 5)..<end]) else {
+            return nil
+        }
+        return (id, through)
     }
 
     /// Answers a chat request (the cookie first); `invalid` is the detail of
@@ -125,15 +152,19 @@ extension ChatService {
             Response.error(id: id, reason: reason, detail: detail).write(into: &reply)
         }
         switch request {
-        case .join:
+        case .join(_, _, let batch):
             guard let name = registry.username(for: source.address) else {
                 error(.clientNotFound)
                 break
             }
-            join(key, name: name, at: source, socket: socket, now: now)
+            join(key, name: name, at: source, socket: socket, batch: batch, now: now)
             ChatReply.success(id: id, into: &reply) {
                 ChatReply.field(name, to: &$0)
                 ChatReply.field(room.lastSeq, to: &$0)
+                if batch {
+                    ChatReply.field(ChatReply.batch, to: &$0)
+                    ChatReply.field(UInt64(configuration.room.window), to: &$0)
+                }
             }
         case .leave:
             guard room.members[key]?.endpoint == source else {
@@ -257,15 +288,19 @@ extension ChatService {
 
     // MARK: - Membership
 
-    private mutating func join(_ key: AddressKey, name: Username, at source: Endpoint, socket: Int, now: Instant) {
+    private mutating func join(
+        _ key: AddressKey, name: Username, at source: Endpoint, socket: Int, batch: Bool, now: Instant
+    ) {
         if let member = room.members[key] {
             room.members[key]!.lastHeard = now
+            room.members[key]!.batch = batch
             guard member.endpoint != source else { return }  // the keepalive
             // Moved: pushes in flight are retransmitted to the new endpoint.
             room.members[key]!.endpoint = source
             room.members[key]!.socket = socket
         } else {
-            room.members[key] = Member(endpoint: source, socket: socket, next: room.lastSeq + 1, lastHeard: now)
+            room.members[key] = Member(
+                endpoint: source, socket: socket, next: room.lastSeq + 1, batch: batch, lastHeard: now)
             timers.schedule(.presence(key), at: now + configuration.room.presenceTTL)
         }
         events.append(.memberJoined(name, client: source))
@@ -303,12 +338,20 @@ extension ChatService {
 
     // MARK: - Messages and pushes
 
-    /// Puts an accepted message (on disk, with a journal) into history and
-    /// starts pushing it.
+    /// Puts an accepted message (on disk, with a journal) into history; its
+    /// pushes are written at the next `pushPublished`.
     mutating func publish(_ message: ChatMessage, now: Instant) {
         room.history.append(message)
         room.lastSeq = message.seq
         counters.messagesAccepted += 1
+        if room.publishedAt == nil { room.publishedAt = now }
+    }
+
+    /// Pumps every member once after messages were published: called when
+    /// the output is polled, so one push can carry all of them.
+    mutating func pushPublished() {
+        guard let now = room.publishedAt else { return }
+        room.publishedAt = nil
         for key in Array(room.members.keys) { pump(key, now: now) }
     }
 
@@ -329,22 +372,38 @@ extension ChatService {
             return
         }
         while member.pushes.count < configuration.room.window, member.next <= room.lastSeq,
-            let message = room.history.message(atOrAfter: member.next)
+            let start = room.history.index(atOrAfter: member.next)
         {
             let id = room.newPushID()
-            room.pushes[id] = Push(member: key, seq: message.seq, attempts: 1, firstSent: now)
+            let range = entries(from: start, batch: member.batch, id: id)
+            let last = room.history[range.upperBound - 1].seq
+            room.pushes[id] = Push(member: key, first: room.history[start].seq, last: last, attempts: 1, firstSent: now)
             member.pushes.append(id)
-            member.next = message.seq + 1
-            send(id, message, to: member)
+            member.next = last + 1
+            send(id, room.history[range], to: member)
             timers.schedule(.push(id), at: now + retryDelay(afterSend: 1))
         }
         room.members[key] = member
     }
 
-    private mutating func send(_ id: UInt32, _ message: ChatMessage, to member: Member) {
+    /// The history positions of one push starting at `start`: one message
+    /// in the basic format; in BATCH, as many as fit in one datagram.
+    private func entries(from start: Int, batch: Bool, id: UInt32) -> Range<Int> {
+        guard batch else { return start..<(start + 1) }
+        var size = ChatReply.pushHeaderSize(id: id) + 1 + ChatReply.entrySize(room.history[start])
+        var end = start + 1
+        while end < room.history.count, room.history[end].seq <= room.lastSeq {
+            size += 1 + ChatReply.entrySize(room.history[end])
+            guard size <= maxDatagramSize else { break }
+            end += 1
+        }
+        return start..<end
+    }
+
+    private mutating func send(_ id: UInt32, _ messages: some Collection<ChatMessage>, to member: Member) {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(64 + message.text.count)
-        ChatReply.push(id: id, message, into: &bytes)
+        bytes.reserveCapacity(maxDatagramSize)
+        ChatReply.push(id: id, messages, into: &bytes)
         transmits.append(Transmit(destination: member.endpoint, socket: member.socket, bytes: bytes))
         counters.pushes += 1
     }
@@ -367,13 +426,15 @@ extension ChatService {
             }
             return
         }
-        guard let message = room.history.message(atOrAfter: push.seq), message.seq == push.seq else {
+        guard let start = room.history.index(atOrAfter: push.first), room.history[start].seq == push.first else {
             drop(push.member, reason: .behind)
             return
         }
+        var end = start + 1
+        while end < room.history.count, room.history[end].seq <= push.last { end += 1 }
         push.attempts += 1
         room.pushes[id] = push
-        send(id, message, to: member)
+        send(id, room.history[start..<end], to: member)
         counters.retransmissions += 1
         timers.schedule(.push(id), at: now + retryDelay(afterSend: push.attempts))
     }

@@ -543,7 +543,10 @@ public struct ChatService {
     // MARK: - Outputs
 
     /// The next datagram to send that is not the answer of the moment.
-    public mutating func pollTransmit() -> Transmit? { transmits.poll() }
+    public mutating func pollTransmit() -> Transmit? {
+        pushPublished()
+        return transmits.poll()
+    }
 
     /// The next event to report.
     public mutating func pollEvent() -> Event? { events.poll() }
@@ -589,7 +592,7 @@ public struct ChatService {
     /// with a journal, on disk.
     public var isSettled: Bool {
         !awaitsJournal && !awaitsSnapshot && storageWork.isEmpty && commits.isEmpty
-            && transmits.isDrained
+            && transmits.isDrained && room.publishedAt == nil
     }
 
     /// Queues the snapshot written at exit, whether or not anything changed.

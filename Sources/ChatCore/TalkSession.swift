@@ -323,9 +323,9 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         guard source == server, phase != .idle, result == nil, let inbound = ChatInbound(datagram)
         else { return }
         switch inbound {
-        case .message(let id, let message):
+        case .message(let id, let messages):
             transmits.append(ChatRequest.ack(id: id).bytes)
-            receive(message, now: now)
+            for message in messages { receive(message, now: now) }
         case .cookie(let id, let cookie):
             guard attempts.entry(id) != nil,
                 let (retry, renewed) = attempts.cookieAnswered(id, cookie: cookie, now: now, random: &random)

@@ -207,14 +207,26 @@ private func say(_ text: [UInt8]) -> [UInt8] { utf8("CHAT/1 1 SAY \(cookieText) 
         #expect(parse(text) == .malformed(id: 2))
     }
 
+    @Test func batchFormat() {
+        #expect(parse("CHAT/1 5 JOIN 0 BATCH") == .chat(.join(id: 5, cookie: 0, batch: true)))
+        #expect(parse("CHAT/1 5 JOIN 0") == .chat(.join(id: 5, cookie: 0, batch: false)))
+        #expect(parse("CHAT/1 5 JOIN 0 batch") == .malformed(id: 5))
+        #expect(parse("CHAT/1 5 JOIN 0 BATCH x") == .malformed(id: 5))
+        #expect(parse("CHAT/1 4 ACK 17") == .chat(.ack(id: 4, through: 17)))
+        #expect(parse("CHAT/1 4 ACK 0") == .chat(.ack(id: 4, through: 0)))
+        #expect(String(decoding: ChatRequest.join(id: 5, cookie: 0, batch: true).bytes, as: UTF8.self) == "CHAT/1 5 JOIN 0 BATCH")
+        #expect(String(decoding: ChatRequest.ack(id: 4, through: 17).bytes, as: UTF8.self) == "CHAT/1 4 ACK 17")
+        #expect(String(decoding: ChatRequest.ack(id: 4).bytes, as: UTF8.self) == "CHAT/1 4 ACK")
+    }
+
     @Test func history() {
         #expect(parse("CHAT/1 3 HISTORY 0 17") == .chat(.history(id: 3, cookie: 0, afterSeq: 17)))
         #expect(parse("CHAT/1 3 HISTORY 0 007") == .chat(.history(id: 3, cookie: 0, afterSeq: 7)))
     }
 
     @Test(arguments: [
-        "CHAT/1 4 ACK x", "CHAT/1 4 ACK 0", "CHAT/1 4 ACK 0123456789abcdef", "CHAT/1 4 ACK ", "CHAT/1 4 ACK 1 2",
-        "CHAT/1 4 ack",
+        "CHAT/1 4 ACK x", "CHAT/1 4 ACK 18446744073709551616", "CHAT/1 4 ACK 0123456789abcdef", "CHAT/1 4 ACK ",
+        "CHAT/1 4 ACK 1 2", "CHAT/1 4 ack", "CHAT/1 4 ACK -1",
     ])
     func ackWithAnythingAfterItIsMalformed(text: String) {
         #expect(parse(text) == .malformed(id: 4))
@@ -287,16 +299,16 @@ private func say(_ text: [UInt8]) -> [UInt8] { utf8("CHAT/1 1 SAY \(cookieText) 
     ])
     func pushesRoundTrip(message: ChatMessage) {
         var bytes: [UInt8] = []
-        ChatReply.push(id: 77, message, into: &bytes)
+        ChatReply.push(id: 77, [message], into: &bytes)
         #expect(bytes.count <= maxDatagramSize)
-        #expect(ChatInbound(bytes) == .message(id: 77, message))
-        #expect(ChatInbound(bytes + utf8("\n")) == .message(id: 77, message))
+        #expect(ChatInbound(bytes) == .message(id: 77, [message]))
+        #expect(ChatInbound(bytes + utf8("\n")) == .message(id: 77, [message]))
     }
 
     @Test func aPushIsWrittenAsTheProtocolSays() {
         var bytes: [UInt8] = []
         let message = ChatMessage(seq: 3, timeMilliseconds: 1_796_205_721_000, from: name("alice"), text: utf8("hi all"))
-        ChatReply.push(id: 123, message, into: &bytes)
+        ChatReply.push(id: 123, [message], into: &bytes)
         #expect(String(decoding: bytes, as: UTF8.self) == "CHAT/1 123 MESSAGE 3 1796205721000 alice hi all")
     }
 
@@ -320,6 +332,11 @@ private func say(_ text: [UInt8]) -> [UInt8] { utf8("CHAT/1 1 SAY \(cookieText) 
         "CHAT/1 3 MESSAGE 1 9223372036854775808 alice hi",  // past Int64.max milliseconds
         "CHAT/1 3 MESSAGE 1 2 alice a\tb",  // a control character
         "CHAT/1 3 ACK",
+        "CHAT/1 3 MESSAGE 1 2 alice hi\n\n2 2 alice ho",
+        "CHAT/1 3 MESSAGE 2 2 alice hi\n2 2 alice ho",  // seqs must ascend
+        "CHAT/1 3 MESSAGE 2 2 alice hi\n1 2 alice ho",
+        "CHAT/1 3 MESSAGE 1 2 alice hi\n2 2 alice",
+        "CHAT/1 3 MESSAGE 1 2 alice hi\r\n2 2 alice ho",  // CR inside text is a control character
         "CHAT/2 3 SUCCESS",
         "CHAT/1 x SUCCESS",
         "CHAT/1 3 HELLO",
@@ -327,6 +344,24 @@ private func say(_ text: [UInt8]) -> [UInt8] { utf8("CHAT/1 1 SAY \(cookieText) 
     ])
     func badInboundIsNil(text: String) {
         #expect(inbound(text) == nil)
+    }
+
+    @Test func aBatchPushRoundTripsAndOneEntryIsTheBasicPush() {
+        let messages = (1...3).map {
+            ChatMessage(seq: UInt64($0 * 2), timeMilliseconds: 1_796_205_721_000 + Int64($0), from: name("u\($0)"), text: utf8("  text \($0) "))
+        }
+        var bytes: [UInt8] = []
+        ChatReply.push(id: 9, messages, into: &bytes)
+        #expect(
+            String(decoding: bytes, as: UTF8.self)
+                == "CHAT/1 9 MESSAGE 2 1796205721001 u1   text 1 \n4 1796205721002 u2   text 2 \n6 1796205721003 u3   text 3 ")
+        #expect(ChatInbound(bytes) == .message(id: 9, messages))
+        #expect(ChatInbound(bytes + utf8("\r\n")) == .message(id: 9, messages))
+        // The sizes the server plans pushes with are the sizes written.
+        #expect(bytes.count == ChatReply.pushHeaderSize(id: 9) + messages.map { 1 + ChatReply.entrySize($0) }.reduce(0, +))
+        var one: [UInt8] = []
+        ChatReply.push(id: 9, messages.prefix(1), into: &one)
+        #expect(String(decoding: one, as: UTF8.self) == "CHAT/1 9 MESSAGE 2 1796205721001 u1   text 1 ")
     }
 
     @Test func answerSeqsAreHeldToMaxSeqAsPushSeqsAre() {

@@ -45,13 +45,28 @@ private func message(_ seq: UInt64, _ from: String, _ text: String, time: Int64 
 private struct Push: Equatable {
     var to: Endpoint
     var id: UInt32
-    var message: ChatMessage
+    var messages: [ChatMessage]
+    /// The one message of a basic push (the first of a BATCH push).
+    var message: ChatMessage { messages[0] }
 }
 
 /// A service with registered users and the shell's side of it.
 private struct Room {
     var service: ChatService
     var now = start
+    /// Output polled after each datagram, as the shell polls after each
+    /// receive batch (here every datagram is a batch of its own).
+    var polled: [ChatService.Transmit] = []
+    private var inBatch = false
+
+    /// Handles what `body` sends as one receive batch: output is polled
+    /// once, after all of it.
+    mutating func oneBatch(_ body: (inout Room) -> Void) {
+        inBatch = true
+        body(&self)
+        inBatch = false
+        while let transmit = service.pollTransmit() { polled.append(transmit) }
+    }
 
     init(
         journaling: Bool = false, rate: Double = 0, burst: Int = 4, room: RoomConfiguration = RoomConfiguration(),
@@ -72,6 +87,9 @@ private struct Room {
         var reply: [UInt8] = []
         let answered = bytes.withUnsafeBytes {
             service.handle(datagram: $0, from: source, socket: socket, now: now, reply: &reply)
+        }
+        if !inBatch {
+            while let transmit = service.pollTransmit() { polled.append(transmit) }
         }
         return answered ? reply : nil
     }
@@ -109,7 +127,8 @@ private struct Room {
     }
 
     mutating func transmits() -> [ChatService.Transmit] {
-        var all: [ChatService.Transmit] = []
+        var all = polled
+        polled = []
         while let transmit = service.pollTransmit() { all.append(transmit) }
         return all
     }
@@ -120,8 +139,8 @@ private struct Room {
         var replies: [String] = []
         var pushes: [Push] = []
         for transmit in transmits() {
-            if case .message(let id, let message)? = ChatInbound(transmit.bytes) {
-                pushes.append(Push(to: transmit.destination, id: id, message: message))
+            if case .message(let id, let messages)? = ChatInbound(transmit.bytes) {
+                pushes.append(Push(to: transmit.destination, id: id, messages: messages))
             } else {
                 replies.append(String(decoding: transmit.bytes, as: UTF8.self))
             }
@@ -349,8 +368,8 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
             #expect(transmit.socket == [alice: 1, bob: 2, carol: 3][transmit.destination])
         }
         let pushes = transmits.compactMap { transmit -> Push? in
-            guard case .message(let id, let message)? = ChatInbound(transmit.bytes) else { return nil }
-            return Push(to: transmit.destination, id: id, message: message)
+            guard case .message(let id, let messages)? = ChatInbound(transmit.bytes) else { return nil }
+            return Push(to: transmit.destination, id: id, messages: messages)
         }
         #expect(pushes.count == 3)
         #expect(pushes.allSatisfy { $0.message == message(1, "alice", "hello  there ") })
@@ -1047,6 +1066,114 @@ private func commitBytes(_ work: [ChatService.StorageWork]) -> [UInt8]? {
             if case .writeSnapshot(let job) = work { job } else { nil }
         }
         #expect(final.map(\.lastSeq) == [3])
+    }
+}
+
+/// The BATCH format: several messages per push, cumulative ACKs.
+@Suite struct BatchRoomTests {
+    private func batchJoin(_ room: inout Room, _ source: Endpoint) -> String? {
+        room.chat("JOIN", "BATCH", from: source)
+    }
+
+    @Test func aJoinAskingForBatchIsAnsweredWithTheWindow() {
+        var room = Room(room: .init(window: 6))
+        #expect(batchJoin(&room, bob) == "CHAT/1 1 SUCCESS bob 0 BATCH 6")
+        #expect(room.join(carol) == "CHAT/1 1 SUCCESS carol 0", "a basic client hears the basic answer")
+    }
+
+    @Test func messagesOfOneReceiveBatchShareOnePushWhileABasicMemberGetsOneEach() {
+        var room = Room()
+        _ = batchJoin(&room, bob)
+        _ = room.join(carol)
+        room.oneBatch { room in
+            for token in 1...3 { _ = room.say("m\(token)", token: token, from: alice) }
+        }
+        let pushes = room.pushes()
+        #expect(pushes.filter { $0.to == bob }.map { $0.messages.map(\.seq) } == [[1, 2, 3]])
+        #expect(pushes.filter { $0.to == carol }.map { $0.messages.map(\.seq) } == [[1], [2], [3]])
+        #expect(room.counters.pushes == 4)
+    }
+
+    @Test func aBatchPushNeverExceedsOneDatagramAndLosesNoMessage() {
+        var room = Room(room: .init(history: 100, window: 64))
+        _ = batchJoin(&room, bob)
+        let text = String(repeating: "x", count: 100)
+        room.oneBatch { room in
+            for token in 1...20 { _ = room.say("\(token) \(text)", token: token, from: alice) }
+        }
+        let transmits = room.transmits()
+        #expect(transmits.allSatisfy { $0.bytes.count <= maxDatagramSize })
+        let seqs = transmits.flatMap { transmit -> [UInt64] in
+            guard case .message(_, let messages)? = ChatInbound(transmit.bytes) else { return [] }
+            return messages.map(\.seq)
+        }
+        #expect(seqs == Array(1...20))
+        #expect(transmits.count == 7, "three entries of about 126 bytes fit in 512, not four")
+    }
+
+    @Test func messagesThatWaitedForWindowRoomLeaveInOnePush() throws {
+        var room = Room(room: .init(window: 1))
+        _ = batchJoin(&room, bob)
+        for token in 1...4 { _ = room.say("m\(token)", token: token, from: alice) }
+        let first = room.pushes()
+        try #require(first.map { $0.messages.map(\.seq) } == [[1]])
+        _ = room.ack(first[0].id, from: bob)
+        #expect(room.pushes().map { $0.messages.map(\.seq) } == [[2, 3, 4]])
+    }
+
+    @Test func aCumulativeAckDeliversEveryPushUpToItsSeq() throws {
+        var room = Room()
+        _ = batchJoin(&room, bob)
+        for token in 1...5 { _ = room.say("m\(token)", token: token, from: alice) }
+        let pushes = room.pushes()
+        try #require(pushes.map(\.message.seq) == [1, 2, 3, 4, 5])
+        #expect(room.send("CHAT/1 \(pushes[2].id) ACK 3", from: bob) == nil)
+        #expect(room.counters.acks == 3)
+        room.advance(.seconds(1))
+        #expect(room.pushes().map(\.message.seq) == [4, 5], "only the pushes the ACK did not cover go again")
+    }
+
+    @Test func aCumulativeAckCountsOnlyWhenItsPushIsInFlightToItsSender() throws {
+        var room = Room()
+        _ = batchJoin(&room, bob)
+        _ = batchJoin(&room, carol)
+        for token in 1...3 { _ = room.say("m\(token)", token: token, from: alice) }
+        let pushes = room.pushes()
+        let bobs = pushes.filter { $0.to == bob }
+        try #require(bobs.count == 3)
+        // Carol names bob's push; a made-up id; a push bob already acknowledged.
+        _ = room.send("CHAT/1 \(bobs[2].id) ACK 3", from: carol)
+        _ = room.send("CHAT/1 12345 ACK 3", from: bob)
+        #expect(room.counters.acks == 0)
+        _ = room.ack(bobs[0].id, from: bob)
+        _ = room.send("CHAT/1 \(bobs[0].id) ACK 3", from: bob)
+        #expect(room.counters.acks == 1)
+        room.advance(.seconds(1))
+        #expect(room.pushes().filter { $0.to == bob }.map(\.message.seq) == [2, 3])
+    }
+
+    @Test func aRetransmissionCarriesTheSameEntriesUnderTheSameID() throws {
+        var room = Room()
+        _ = batchJoin(&room, bob)
+        room.oneBatch { room in
+            for token in 1...3 { _ = room.say("m\(token)", token: token, from: alice) }
+        }
+        let first = room.transmits()
+        try #require(first.count == 1)
+        room.advance(.seconds(1))
+        let again = room.transmits()
+        #expect(again.map(\.bytes) == first.map(\.bytes))
+        #expect(room.counters.retransmissions == 1)
+    }
+
+    @Test func aJoinWithoutBatchReturnsTheMemberToTheBasicFormat() {
+        var room = Room()
+        _ = batchJoin(&room, bob)
+        #expect(room.join(bob) == "CHAT/1 1 SUCCESS bob 0", "the keepalive states the format")
+        room.oneBatch { room in
+            for token in 1...2 { _ = room.say("m\(token)", token: token, from: alice) }
+        }
+        #expect(room.pushes().map { $0.messages.count } == [1, 1])
     }
 }
 

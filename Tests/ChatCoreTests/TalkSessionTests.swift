@@ -109,7 +109,7 @@ private struct Harness {
                     if after < last {
                         for seq in (after + 1)...last { push(id: 3_500_000_000 + UInt32(seq), seq: seq) }
                     }
-                case .join(let id, _):
+                case .join(let id, _, _):
                     reply("CHAT/1 \(id) SUCCESS alice \(last)")
                 default:
                     break
@@ -142,11 +142,11 @@ private struct Harness {
         var h = Harness()
         h.session.start(now: h.now)
         let first = try h.next()
-        guard case .join(let id1, 0) = first else { throw Failure("expected JOIN with no cookie, got \(first)") }
+        guard case .join(let id1, 0, _) = first else { throw Failure("expected JOIN with no cookie, got \(first)") }
         h.advance(.milliseconds(400))
         h.reply("CHAT/1 \(id1) COOKIE \(cookieText)")
         let second = try h.next()
-        guard case .join(let id2, cookie) = second else { throw Failure("expected JOIN with the cookie, got \(second)") }
+        guard case .join(let id2, cookie, _) = second else { throw Failure("expected JOIN with the cookie, got \(second)") }
         #expect(id2 != id1)
         // A new attempt, not a failure: it waits the first attempt's timeout, and
         // three more COOKIE-free timeouts would be needed to give up.
@@ -429,7 +429,7 @@ private struct Harness {
                 case .history(let id, _, 5):
                     rounds += 1
                     h.reply("CHAT/1 \(id) SUCCESS 6 7")  // claims 6 exists, never sends it
-                case .join(let id, _):
+                case .join(let id, _, _):
                     h.reply("CHAT/1 \(id) SUCCESS alice 7")
                 default:
                     break
@@ -508,7 +508,7 @@ private struct Harness {
                     // whose push of 6 is lost every time.
                     histories += 1
                     h.reply("CHAT/1 \(id) SUCCESS 6 6")
-                case .join(let id, _):
+                case .join(let id, _, _):
                     h.reply("CHAT/1 \(id) SUCCESS alice 6")
                 default:
                     break

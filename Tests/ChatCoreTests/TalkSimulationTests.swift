@@ -196,7 +196,7 @@ private struct Simulation {
             let message = ChatMessage(
                 seq: seq, timeMilliseconds: 1_700_000_000_000, from: Username("mallory")!, text: Array("forged".utf8))
             var bytes: [UInt8] = []
-            ChatReply.push(id: UInt32.random(in: 1...UInt32.max, using: &forger), message, into: &bytes)
+            ChatReply.push(id: UInt32.random(in: 1...UInt32.max, using: &forger), [message], into: &bytes)
             forged += 1
             sessions[index].handle(datagram: bytes, from: serverEndpoint, now: now)
             drain(index)

@@ -62,10 +62,12 @@ final class RawChatClient {
             let milliseconds = Int32(max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
             guard try socket.waitReadable(timeoutMilliseconds: milliseconds) else { continue }
             guard case .processed(let (bytes, _)) = try socket.receive(), let inbound = ChatInbound(bytes) else { continue }
-            if case .message(let sid, let message) = inbound {
+            if case .message(let sid, let messages) = inbound {
                 _ = try socket.send(ChatRequest.ack(id: sid).bytes, to: server)
-                if received[message.seq] != nil { duplicates += 1 }
-                received[message.seq] = message
+                for message in messages {
+                    if received[message.seq] != nil { duplicates += 1 }
+                    received[message.seq] = message
+                }
                 continue
             }
             if let id, inbound.id == id { return inbound }
