@@ -69,10 +69,17 @@ struct SelfTestCommand: ParsableCommand {
             }
             checks.expect(written { Wire.writeAck(id: id, through: nil, into: $0) } == ChatRequest.ack(id: id).bytes, "ACK \(id)")
         }
-        let batchJoin = written { Wire.writeJoin(id: 5, cookie: 0xabc, batch: true, into: $0) }
-        checks.expect(batchJoin == Array("CHAT/1 5 JOIN 0000000000000abc BATCH".utf8), "JOIN … BATCH as PROTOCOL.md writes it")
-        let cumulative = written { Wire.writeAck(id: 7, through: 18_446_744_073_709_551_615, into: $0) }
-        checks.expect(cumulative == Array("CHAT/1 7 ACK 18446744073709551615".utf8), "ACK <sid> <seq> as PROTOCOL.md writes it")
+        // The BATCH format's two requests.
+        for (id, cookie) in [(UInt32(5), UInt64(0)), (0x8000_0001, 0xabc), (4_294_967_295, UInt64.max)] {
+            let join = written { Wire.writeJoin(id: id, cookie: cookie, batch: true, into: $0) }
+            checks.expect(join == ChatRequest.join(id: id, cookie: cookie, batch: true).bytes, "JOIN \(id) \(cookie) BATCH")
+            checks.expect(parsed(join) == .chat(.join(id: id, cookie: cookie, batch: true)), "JOIN \(id) BATCH parses")
+        }
+        for (id, through) in [(UInt32(7), UInt64(0)), (3_735_928_559, 42), (1, maxSeq)] {
+            let ack = written { Wire.writeAck(id: id, through: through, into: $0) }
+            checks.expect(ack == ChatRequest.ack(id: id, through: through).bytes, "ACK \(id) \(through)")
+            checks.expect(parsed(ack) == .chat(.ack(id: id, through: through)), "ACK \(id) \(through) parses")
+        }
         for textBytes in [1, 20, 60, 400] {
             for (sender, token, sentAt) in [(0, UInt64(1), Int64(0)), (999, UInt64.max, Int64.max), (3, 4_611_686_018_427_387_904, 123_456_789_012)] {
                 let say = written {
@@ -115,6 +122,23 @@ struct SelfTestCommand: ParsableCommand {
         } else {
             checks.expect(false, "JOIN answer is SUCCESS")
         }
+        // The server's BATCH answer: ChatReply's fields, " BATCH" and the window.
+        let batchJoined = reply {
+            ChatReply.success(id: 42, into: &$0) {
+                ChatReply.field(Username("u7")!, to: &$0)
+                ChatReply.field(77, to: &$0)
+                $0 += Array(" BATCH".utf8)
+                ChatReply.field(8, to: &$0)
+            }
+        }
+        if let (_, answer) = kind(batchJoined), case .success(let fields) = answer {
+            batchJoined.withUnsafeBytes { raw in
+                let read = Wire.readJoinSuccess(raw, fields: fields)
+                checks.expect(read?.lastSeq == 77 && read?.window == 8, "JOIN answer with BATCH 8")
+            }
+        } else {
+            checks.expect(false, "BATCH JOIN answer is SUCCESS")
+        }
         for (text, lastSeq, window) in [("CHAT/1 3 SUCCESS m 0", UInt64(0), nil), ("CHAT/1 3 SUCCESS u1 12 BATCH 8", 12, 8)] as [(String, UInt64, Int?)] {
             let bytes = Array(text.utf8)
             if let (_, answer) = kind(bytes), case .success(let fields) = answer {
@@ -148,7 +172,7 @@ struct SelfTestCommand: ParsableCommand {
         }
         let stampText = Array("2 99 1234 xxxx".utf8)
         let message = ChatMessage(seq: 4_611_686_018_427_387_903, timeMilliseconds: 1_796_205_721_000, from: Username("u7")!, text: stampText)
-        let push = reply { ChatReply.push(id: 3_735_928_559, message, into: &$0) }
+        let push = reply { ChatReply.push(id: 3_735_928_559, [message], into: &$0) }
         if let (id, answer) = kind(push), case .message(let entries) = answer {
             checks.expect(id == 3_735_928_559, "push id")
             push.withUnsafeBytes { raw in
@@ -162,7 +186,28 @@ struct SelfTestCommand: ParsableCommand {
         } else {
             checks.expect(false, "a push is MESSAGE")
         }
-        // Several entries, one per line (the BATCH format), and chatfloor's push.
+        // Several entries, one per line (the BATCH format) as ChatReply writes them.
+        let several = (0..<5).map { index in
+            ChatMessage(seq: 100 + UInt64(index), timeMilliseconds: 1_796_205_721_000 + Int64(index), from: Username("u\(index)")!,
+                text: Array("\(index) \(900 + index) \(123_000 + index) xxx".utf8))
+        }
+        let batchPush = reply { ChatReply.push(id: 12, several, into: &$0) }
+        checks.expect(batchPush.withUnsafeBytes { ChatInbound($0) } == .message(id: 12, several), "ChatCore reads its own BATCH push")
+        if let (_, answer) = kind(batchPush), case .message(let first) = answer {
+            batchPush.withUnsafeBytes { raw in
+                var read: [(UInt64, Stamp?)] = []
+                var position = first
+                while position < raw.count, let entry = Wire.nextEntry(raw, from: position) {
+                    read.append((entry.seq, Wire.readStamp(raw, from: entry.textStart, to: entry.textEnd)))
+                    position = entry.next
+                }
+                checks.expect(read.map(\.0) == several.map(\.seq) && position == raw.count, "the entries of ChatReply's BATCH push")
+                checks.expect(read.map(\.1) == (0..<5).map { Stamp(sender: $0, token: UInt64(900 + $0), sentAt: Int64(123_000 + $0)) }, "the stamps in a BATCH push")
+            }
+        } else {
+            checks.expect(false, "a BATCH push is MESSAGE")
+        }
+        // Texts with spaces at their ends, and chatfloor's push.
         let batch = Array("CHAT/1 1 MESSAGE 5 1700000000000 m 0 1 2\n6 1700000000001 u2 a b \n7 1 x y".utf8)
         if let (_, answer) = kind(batch), case .message(let first) = answer {
             batch.withUnsafeBytes { raw in
