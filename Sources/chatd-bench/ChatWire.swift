@@ -19,6 +19,7 @@
 // how long it took, without a table lookup.
 
 import ChatCore
+import Glibc  // memchr: finding each entry's end is most of a push's parse
 
 /// Writes ASCII into a raw buffer the caller made large enough.
 struct WireWriter {
@@ -234,18 +235,27 @@ extension Wire {
     /// nil when it is off that shape (a truncated or foreign datagram).
     static func nextEntry(_ push: UnsafeRawBufferPointer, from start: Int) -> PushEntry? {
         guard let (seq, afterSeq) = decimal(push, from: start), afterSeq < push.count,
-            push[afterSeq] == UInt8(ascii: " "), let (_, afterTime) = decimal(push, from: afterSeq + 1),
-            afterTime < push.count, push[afterTime] == UInt8(ascii: " ")
+            push[afterSeq] == UInt8(ascii: " ")
         else { return nil }
-        var index = afterTime + 1
+        // The time is not needed: only its digits are checked.
+        var index = afterSeq + 1
+        while index < push.count, push[index] &- UInt8(ascii: "0") < 10 { index += 1 }
+        guard index > afterSeq + 1, index - afterSeq - 1 <= 20, index < push.count, push[index] == UInt8(ascii: " ") else {
+            return nil
+        }
+        index += 1
         let nameStart = index
         while index < push.count, push[index] != UInt8(ascii: " "), push[index] != UInt8(ascii: "\n") { index += 1 }
         guard index > nameStart, index < push.count, push[index] == UInt8(ascii: " ") else { return nil }
         let textStart = index + 1
-        index = textStart
-        while index < push.count, push[index] != UInt8(ascii: "\n") { index += 1 }
-        guard index > textStart else { return nil }
-        return PushEntry(seq: seq, textStart: textStart, textEnd: index, next: index == push.count ? index : index + 1)
+        let textEnd: Int
+        if let newline = memchr(push.baseAddress! + textStart, Int32(UInt8(ascii: "\n")), push.count - textStart) {
+            textEnd = UnsafeRawPointer(newline) - push.baseAddress!
+        } else {
+            textEnd = push.count
+        }
+        guard textEnd > textStart else { return nil }
+        return PushEntry(seq: seq, textStart: textStart, textEnd: textEnd, next: textEnd == push.count ? textEnd : textEnd + 1)
     }
 
     /// The stamp at the start of `text` (`<sender> <token> <sent-ns>`, then
@@ -280,16 +290,24 @@ extension Wire {
         let limit = end ?? bytes.count
         var index = start
         var value: UInt64 = 0
-        while index < limit {
+        // 19 digits cannot overflow 64 bits, so they need no check.
+        let fast = min(limit, start + 19)
+        while index < fast {
             let digit = bytes[index] &- UInt8(ascii: "0")
             guard digit < 10 else { break }
+            value = value &* 10 &+ UInt64(digit)
+            index += 1
+        }
+        if index == start + 19, index < limit, bytes[index] &- UInt8(ascii: "0") < 10 {
             let (times10, overflow1) = value.multipliedReportingOverflow(by: 10)
-            let (sum, overflow2) = times10.addingReportingOverflow(UInt64(digit))
+            let (sum, overflow2) = times10.addingReportingOverflow(UInt64(bytes[index] &- UInt8(ascii: "0")))
             guard !overflow1, !overflow2 else { return nil }
             value = sum
             index += 1
+            // A 21st digit is more than 64 bits.
+            if index < limit, bytes[index] &- UInt8(ascii: "0") < 10 { return nil }
         }
-        guard index > start, index - start <= 20 else { return nil }
+        guard index > start else { return nil }
         return (value, index)
     }
 

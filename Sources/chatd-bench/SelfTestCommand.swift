@@ -99,6 +99,12 @@ struct SelfTestCommand: ParsableCommand {
                 }
             }
         }
+        for (digits, value) in [("0", UInt64(0)), ("1234567890123456789", 1_234_567_890_123_456_789), ("18446744073709551615", UInt64.max), ("007 ", 7)] {
+            Array(digits.utf8).withUnsafeBytes { checks.expect(Wire.decimal($0, from: 0)?.0 == value, "decimal \(digits)") }
+        }
+        for digits in ["18446744073709551616", "99999999999999999999", "100000000000000000000", "", "x"] {
+            Array(digits.utf8).withUnsafeBytes { checks.expect(Wire.decimal($0, from: 0) == nil, "decimal \"\(digits)\" refused") }
+        }
         for foreign in ["hello", "1 2", "1 2 3x", "x 2 3", "1 2 99999999999999999999", "1  2 3"] {
             Array(foreign.utf8).withUnsafeBytes { checks.expect(Wire.readStamp($0, from: 0, to: $0.count) == nil, "no stamp in \"\(foreign)\"") }
         }
