@@ -15,7 +15,10 @@
 # The chat table has its own: CHAT_ROUNDS (default 3), CHAT_DURATION (default
 # 10) seconds of sending per run, CHAT_RATES (default "1000 2000 4000", the
 # open-loop rates of C1 to C3; the first is C1's and C4's, the second C2's),
-# CHAT_BIG (default 10000) members of the big room (C6, C7).
+# CHAT_BIG (default 10000) members of the big room (C6, C7), CHAT_HISTORY
+# (default 20000) the chat table's chatd's [chat] history: a member further
+# behind than that is dropped, so it is how far a member may lag, as the IRC
+# configs' 32 MiB send queues are for them.
 #
 # The chat table needs ngircd and inspircd (Debian packages of those names):
 # when missing they are installed with apt-get, never started as services
@@ -52,6 +55,7 @@ chat_rounds=${CHAT_ROUNDS:-3}
 chat_duration=${CHAT_DURATION:-10}
 read -r -a chat_rates <<<"${CHAT_RATES:-1000 2000 4000}"
 chat_big=${CHAT_BIG:-10000}
+chat_history=${CHAT_HISTORY:-20000}
 [[ $chat_rounds =~ ^[1-9][0-9]?$ ]] || { echo "bench/run.sh: CHAT_ROUNDS must be 1 to 99" >&2; exit 64; }
 [[ $chat_duration =~ ^[1-9][0-9]?$ ]] || { echo "bench/run.sh: CHAT_DURATION must be whole seconds, 1 to 99" >&2; exit 64; }
 ((${#chat_rates[@]} >= 2)) || { echo "bench/run.sh: CHAT_RATES needs at least two rates (C1's and C2's)" >&2; exit 64; }
@@ -59,6 +63,9 @@ for rate in "${chat_rates[@]}"; do
     [[ $rate =~ ^[1-9][0-9]{0,5}$ ]] || { echo "bench/run.sh: CHAT_RATES must be whole messages per second, got '$rate'" >&2; exit 64; }
 done
 [[ $chat_big =~ ^[1-9][0-9]{1,4}$ ]] || { echo "bench/run.sh: CHAT_BIG must be 10 to 60000 members" >&2; exit 64; }
+[[ $chat_history =~ ^[1-9][0-9]{0,6}$ ]] || { echo "bench/run.sh: CHAT_HISTORY must be 1 to 9999999 messages" >&2; exit 64; }
+# Only the chat table's chatd gets a history other than the default (chatd_config).
+chatd_history=
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 shared=${BENCH_SHARED:-$repo/../shared/bench}
@@ -195,6 +202,7 @@ max_users = 2000000
 rate_per_ip = 0
 [chat]
 messages_per_s = 0
+${chatd_history:+history = $chatd_history}
 [log]
 level = "warning"
 target = "stderr"
@@ -736,6 +744,7 @@ chat_detail_runs() {
 run_chat() {
     declare -gA server_pids=() server_ports=()
     local name round rate first=${chat_rates[0]} second=${chat_rates[1]} batch
+    chatd_history=$chat_history
     start_chatd chatd-chat
     server_pids[chatd]=$pid server_ports[chatd]=$port
     start_chatfloor
@@ -787,6 +796,7 @@ run_chat() {
         pair "big.ratio" "big.chatd.deliveries_per_server_cpu_s" "open.$first.chatd.deliveries_per_server_cpu_s"
     done
     stop_server "$big_pid"
+    chatd_history=
 
     row_file=$chat_table
     local irc
