@@ -18,7 +18,10 @@
 # CHAT_BIG (default 10000) members of the big room (C6, C7), CHAT_HISTORY
 # (default 20000) the chat table's chatd's [chat] history: a member further
 # behind than that is dropped, so it is how far a member may lag, as the IRC
-# configs' 32 MiB send queues are for them.
+# configs' 32 MiB send queues are for them. QUIET_WAIT (default 0): before
+# each chat measurement, wait up to that many seconds for a second in which
+# the machine is less than 15 % busy (for a machine shared with other work;
+# every run's other_cpu_s says how busy it was anyway).
 #
 # The chat table needs ngircd and inspircd (Debian packages of those names):
 # when missing they are installed with apt-get, never started as services
@@ -64,6 +67,8 @@ for rate in "${chat_rates[@]}"; do
 done
 [[ $chat_big =~ ^[1-9][0-9]{1,4}$ ]] || { echo "bench/run.sh: CHAT_BIG must be 10 to 60000 members" >&2; exit 64; }
 [[ $chat_history =~ ^[1-9][0-9]{0,6}$ ]] || { echo "bench/run.sh: CHAT_HISTORY must be 1 to 9999999 messages" >&2; exit 64; }
+quiet_wait=${QUIET_WAIT:-0}
+[[ $quiet_wait =~ ^[0-9]{1,5}$ ]] || { echo "bench/run.sh: QUIET_WAIT must be whole seconds" >&2; exit 64; }
 # Only the chat table's chatd gets a history other than the default (chatd_config).
 chatd_history=
 
@@ -646,11 +651,27 @@ chat_fields=(deliveries_per_s deliveries_per_server_cpu_s p50_us p99_us max_us d
     members_dropped members_incomplete errors bench_cpu_s other_cpu_s server_cpu_s batch_members pushes acks_sent
     server_bytes_per_member server_rss_registered_kib server_rss_joined_kib)
 
+# Waits, at most QUIET_WAIT seconds, for a second in which the whole machine
+# (all cores, from /proc/stat) is less than 15 % busy.
+wait_quiet() {
+    ((quiet_wait > 0)) || return 0
+    local deadline=$((SECONDS + quiet_wait)) before after cores
+    cores=$(nproc)
+    while ((SECONDS < deadline)); do
+        before=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
+        sleep 1
+        after=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
+        ((after - before < 15 * cores)) && return 0
+    done
+    log "  the machine stayed busy for $quiet_wait s: measuring anyway"
+}
+
 # measure_chat KEY PID PORT RATE ACK MEMBERS BASE [WINDOW]: one chatd-bench chat run
 # (4 senders, 60-byte texts, CHAT_DURATION s), figures recorded under KEY.
 measure_chat() {
     local key=$1 server_pid=$2 server_port=$3 rate=$4 ack=$5 members=$6 base=$7 window=${8:-16}
     local file=$work/chat-$key-$RANDOM.json field
+    wait_quiet
     if ! "${generator_cpu[@]}" "$bench" chat --port "$server_port" --members "$members" --senders 4 --rate "$rate" \
         --window "$window" --text-bytes 60 --ack "$ack" --duration "$chat_duration" --source-base "$base" \
         --setup-window 512 --server-pid "$server_pid" --json --quiet >"$file" 2>"$file.err"; then
@@ -667,6 +688,7 @@ measure_chat() {
 measure_irc() {
     local key=$1 name=$2 server_pid=$3 server_port=$4 rate=$5 window=${6:-16}
     local file=$work/irc-$key-$RANDOM.json oper=()
+    wait_quiet
     [[ $name == ngircd ]] && oper=(-o bench:benchpw)
     if ! "${generator_cpu[@]}" "$ircload" -p "$server_port" -P "$server_pid" -m 100 -s 4 -d "$chat_duration" -r "$rate" \
         -w "$window" -l 60 "${oper[@]}" >"$file" 2>"$file.err"; then

@@ -202,7 +202,7 @@ struct ChatCommand: ParsableCommand {
         let counters = engine.counters
         let incomplete = engine.incompleteMembers
         let fewest = engine.fewestReceived
-        try engine.leave(within: .seconds(3)) { line.show($0) }
+        try engine.leave(within: .seconds(max(3, members / 1000))) { line.show($0) }
         line.finish()
 
         let serverCPU = serverStart.flatMap { start in serverEnd.map { $0 - start } }
