@@ -399,7 +399,7 @@ pair() {
 
 median() {
     [[ -s $results/$1 ]] || { echo nan; return; }
-    grep -E '^[0-9.]+$' "$results/$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    grep -E '^-?[0-9.]+$' "$results/$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 # --- The table -------------------------------------------------------------------
@@ -688,6 +688,8 @@ measure_chat() {
             log "  $key: chatd-bench chat failed: $(tail -1 "$file.err")"
             return 0
         fi
+        # Memory growth shows only on a server's first run (C7): kept from the first attempt.
+        ((attempt > 1)) || record "$key.first_bytes_per_member" "$(jfield "$file" server_bytes_per_member)"
         ((attempt < 3)) && busy_run "$file" || break
         log "  $key: other work took $(jfield "$file" other_cpu_s) CPU s meanwhile: once more"
     done
@@ -709,6 +711,10 @@ measure_irc() {
             log "  $key: ircload failed: $(tail -1 "$file.err")"
             return 0
         fi
+        # RSS after JOIN minus before connecting: only the first run against a
+        # server shows it (later runs reuse the memory the first one freed).
+        ((attempt > 1)) || record "$key.first_bytes_per_member" \
+            "$(awk -v k="$(jfield "$file" server_rss_per_client_kb)" 'BEGIN { printf "%.0f", k * 1024 }')"
         ((attempt < 3)) && busy_run "$file" || break
         log "  $key: other work took $(jfield "$file" other_cpu_s) CPU s meanwhile: once more"
     done
@@ -723,9 +729,6 @@ measure_irc() {
         esac
         record "$key.$field" "$(jfield "$file" "$name_in_ircload")"
     done
-    # RSS after JOIN minus before connecting: only the first run against a
-    # server shows it (later runs reuse the memory the first one freed).
-    record "$key.server_bytes_per_member" "$(awk -v k="$(jfield "$file" server_rss_per_client_kb)" 'BEGIN { printf "%.0f", k * 1024 }')"
     log "  $key: $(jfield "$file" deliveries_per_s) deliveries/s, $(jfield "$file" deliveries_per_server_cpu_s) per server CPU s, p99 $(jfield "$file" lat_p99_us) µs, $(jfield "$file" deliveries)/$(jfield "$file" expected_deliveries) delivered, disconnects $(jfield "$file" disconnects), ircload CPU $(jfield "$file" client_cpu_s) s, other CPU $(jfield "$file" other_cpu_s) s"
 }
 
@@ -879,7 +882,7 @@ run_chat() {
     printf '| C6: members dropped / incomplete, M = %s | chatd-bench | %s / %s | | | none dropped | %s |\n' "$chat_big" \
         "$(sort -g "$results/big.chatd.members_dropped" 2>/dev/null | tail -1)" "$(sort -g "$results/big.chatd.members_incomplete" 2>/dev/null | tail -1)" \
         "$drop_verdict" >>"$chat_table"
-    row "C7: memory per member (RSS joined − registered) ÷ $chat_big" chatd "$(head -1 "$results/big.chatd.server_bytes_per_member" 2>/dev/null)" \
+    row "C7: memory per member (RSS joined − registered) ÷ $chat_big" chatd "$(head -1 "$results/big.chatd.first_bytes_per_member" 2>/dev/null)" \
         - - " B" le 1024 "≤ 1 KiB"
     for rate in "$first" "$second"; do
         row "C8: chat issue's format vs chatfloor, R = $rate" chatd-bench \
@@ -903,7 +906,7 @@ run_chat() {
     done
     chat_detail "- $chat_big members ÷ C1: $(ratios big.ratio)"
     chat_detail "- Datagrams per delivery (chatd, $first msg/s): pushes $(awk -v p="$(median "open.$first.chatd.pushes")" -v d="$(median "open.$first.chatd.deliveries")" 'BEGIN { if (d > 0) printf "%.3f", p / d }'), ACKs $(awk -v p="$(median "open.$first.chatd.acks_sent")" -v d="$(median "open.$first.chatd.deliveries")" 'BEGIN { if (d > 0) printf "%.3f", p / d }'); members in BATCH: $(median "open.$first.chatd.batch_members")"
-    chat_detail "- Memory per member: chatd $(head -1 "$results/big.chatd.server_bytes_per_member" 2>/dev/null || echo n/a) B with $chat_big members (RSS $(head -1 "$results/big.chatd.server_rss_registered_kib" 2>/dev/null) KiB registered, $(head -1 "$results/big.chatd.server_rss_joined_kib" 2>/dev/null) KiB joined, first round); ngircd $(head -1 "$results/open.$first.ngircd.server_bytes_per_member" 2>/dev/null || echo n/a) B and InspIRCd $(head -1 "$results/open.$first.inspircd.server_bytes_per_member" 2>/dev/null || echo n/a) B per connected client (ircload's first run against each: RSS after JOIN minus before connecting, ÷ 100)"
+    chat_detail "- Memory per member: chatd $(head -1 "$results/big.chatd.first_bytes_per_member" 2>/dev/null || echo n/a) B with $chat_big members (the first run; RSS $(head -1 "$results/big.chatd.server_rss_registered_kib" 2>/dev/null) KiB registered, $(head -1 "$results/big.chatd.server_rss_joined_kib" 2>/dev/null) KiB joined in the first round); ngircd $(head -1 "$results/open.$first.ngircd.first_bytes_per_member" 2>/dev/null || echo n/a) B and InspIRCd $(head -1 "$results/open.$first.inspircd.first_bytes_per_member" 2>/dev/null || echo n/a) B per connected client (ircload's first run against each: RSS after JOIN minus before connecting, ÷ 100)"
     chat_detail ""
 }
 
