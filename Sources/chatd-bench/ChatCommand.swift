@@ -81,6 +81,9 @@ struct ChatCommand: ParsableCommand {
     @Option(help: ArgumentHelp("per-push: one ACK per push (the basic format); cumulative: ask for BATCH at JOIN, falling back to per-push when the server does not offer it.", valueName: "mode"))
     var ack = AckMode.cumulative
 
+    @Option(help: ArgumentHelp("BATCH: milliseconds an unacknowledged push waits for more before its ACK, 1 to 900. PROTOCOL.md says 10; another value is an experiment, not the protocol.", valueName: "ms"))
+    var ackDelayMs = 10
+
     @Option(help: ArgumentHelp("Seconds of sending, more than 0 and at most 3600.", valueName: "s"))
     var duration = 10.0
 
@@ -125,6 +128,7 @@ struct ChatCommand: ParsableCommand {
         guard duration > 0, duration <= 3600 else { throw ValidationError("--duration must be more than 0 and at most 3600 seconds") }
         guard settle >= 0, settle <= 60 else { throw ValidationError("--settle must be 0 to 60 seconds") }
         guard drain >= 0, drain <= 60 else { throw ValidationError("--drain-s must be 0 to 60 seconds") }
+        guard (1...900).contains(ackDelayMs) else { throw ValidationError("--ack-delay-ms must be 1 to 900, got \(ackDelayMs)") }
         guard (10...60000).contains(timeoutMs) else { throw ValidationError("--timeout-ms must be 10 to 60000, got \(timeoutMs)") }
         guard (1...3600).contains(keepalive) else { throw ValidationError("--keepalive-s must be 1 to 3600, got \(keepalive)") }
         guard (1...10000).contains(setupWindow) else { throw ValidationError("--setup-window must be 1 to 10000, got \(setupWindow)") }
@@ -174,7 +178,7 @@ struct ChatCommand: ParsableCommand {
 
         let engine = try ChatEngine(
             server: target, sources: try sources(), senders: senders, rate: rate, window: window, textBytes: textBytes,
-            ackMode: ack, timeout: .milliseconds(timeoutMs), keepalive: .seconds(keepalive), setupWindow: setupWindow,
+            ackMode: ack, ackDelay: .milliseconds(ackDelayMs), timeout: .milliseconds(timeoutMs), keepalive: .seconds(keepalive), setupWindow: setupWindow,
             receiveBufferBytes: receiveBufferKib * 1024)
         var line = ChatProgressLine(enabled: !quiet, terminal: Posix.isTerminal(fd: 2), duration: duration)
         let setupLimit = Duration.seconds(max(10, members / 500))

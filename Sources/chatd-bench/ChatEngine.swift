@@ -182,7 +182,8 @@ final class ChatEngine {
     let observer: Int
     private let timeout: Int64
     private let keepalive: Int64
-    private let ackDelay: Int64 = 10_000_000
+    /// BATCH: how long an unacknowledged push may wait for company (PROTOCOL.md: 10 ms).
+    private let ackDelay: Int64
     private let setupWindow: Int
     private let server: Endpoint
     private let sockets: [UDPSocket]
@@ -238,7 +239,8 @@ final class ChatEngine {
     /// Opens and binds one socket per member.
     init(
         server: Endpoint, sources: [UInt32], senders senderCount: Int, rate: Double, window: Int, textBytes: Int,
-        ackMode: AckMode, timeout: Duration, keepalive: Duration, setupWindow: Int, receiveBufferBytes: Int
+        ackMode: AckMode, ackDelay: Duration = .milliseconds(10), timeout: Duration, keepalive: Duration, setupWindow: Int,
+        receiveBufferBytes: Int
     ) throws {
         precondition(sources.count > senderCount && senderCount > 0)
         self.server = server
@@ -249,6 +251,7 @@ final class ChatEngine {
         self.window = window
         self.textBytes = textBytes
         self.ackMode = ackMode
+        self.ackDelay = ackDelay.nanoseconds
         observer = senderCount
         self.timeout = timeout.nanoseconds
         self.keepalive = keepalive.nanoseconds
