@@ -5,6 +5,7 @@
 import ChatCore
 import ChatSystem
 import Foundation
+import Synchronization
 import Testing
 
 /// A chat client speaking CHAT/1 by hand from one loopback endpoint: it
@@ -234,10 +235,12 @@ final class Talker {
     let outPath: String
     let errPath: String
 
-    /// - Parameter standardOutput: a pipe for stdout instead of the file at `outPath`.
+    /// - Parameters:
+    ///   - standardOutput: a pipe for stdout instead of the file at `outPath`.
+    ///   - server: where chat sends (a WireRecorder's front), instead of chatd itself.
     init(
         _ name: String, bind: String, daemon: Daemon, clientConfig: String, extra: [String] = [],
-        standardOutput: Pipe? = nil
+        standardOutput: Pipe? = nil, server: Endpoint? = nil
     ) throws {
         outPath = daemon.folder.appendingPathComponent("\(name).out").path
         errPath = daemon.folder.appendingPathComponent("\(name).err").path
@@ -245,7 +248,8 @@ final class Talker {
         process.executableURL = Binaries.chat
         process.arguments =
             ["talk", name] + extra + [
-                "--config", clientConfig, "--server", "127.0.0.1", "--port", "\(daemon.port)", "--bind", bind,
+                "--config", clientConfig, "--server", server.map { "\($0.address)" } ?? "127.0.0.1",
+                "--port", "\(server?.port ?? daemon.port)", "--bind", bind,
             ]
         process.standardInput = input
         process.standardOutput = try standardOutput ?? FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
@@ -290,6 +294,73 @@ final class Talker {
         while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
         return process.isRunning ? nil : process.terminationStatus
     }
+}
+
+/// A UDP relay between one client and chatd that keeps a copy of every
+/// datagram, so a test can see which format went over the wire. The client
+/// sends to `front`; chatd hears the relay from `back`, so it knows the
+/// client by `back`'s address (that is where the client's handshake
+/// registers its name). Runs on a thread of its own until `stop()`.
+final class WireRecorder: Sendable {
+    private let front: UDPSocket
+    private let back: UDPSocket
+    private let server: Endpoint
+    private let state = Mutex(State())
+
+    private struct State {
+        var client: Endpoint?
+        var toServer: [String] = []
+        var toClient: [String] = []
+        var stopped = false
+    }
+
+    init(front frontAddress: String, back backAddress: String, serverPort: UInt16) throws {
+        front = try UDPSocket(binding: Endpoint(IPAddress(frontAddress)!, port: 0))
+        back = try UDPSocket(binding: Endpoint(IPAddress(backAddress)!, port: 0))
+        server = Endpoint(.loopbackIPv4, port: serverPort)
+        Thread { [self] in relay() }.start()
+    }
+
+    /// Where the client is to send.
+    var endpoint: Endpoint { get throws { try front.localEndpoint } }
+    /// Every datagram from the client, and from chatd to it, as text, in order.
+    var toServer: [String] { state.withLock { $0.toServer } }
+    var toClient: [String] { state.withLock { $0.toClient } }
+
+    func stop() { state.withLock { $0.stopped = true } }
+
+    private func relay() {
+        defer {
+            try? front.close()
+            try? back.close()
+        }
+        while !state.withLock({ $0.stopped }) {
+            guard let ready = try? Posix.pollReadable(fds: [front.fd, back.fd], timeoutMilliseconds: 20) else { return }
+            if ready[0] {
+                while case .processed(let (bytes, source))? = try? front.receive() {
+                    state.withLock {
+                        $0.client = source
+                        $0.toServer.append(String(decoding: bytes, as: UTF8.self))
+                    }
+                    _ = try? back.send(bytes, to: server)
+                }
+            }
+            if ready[1] {
+                while case .processed(let (bytes, source))? = try? back.receive() {
+                    guard source == server, let client = state.withLock({ $0.client }) else { continue }
+                    state.withLock { $0.toClient.append(String(decoding: bytes, as: UTF8.self)) }
+                    _ = try? front.send(bytes, to: client)
+                }
+            }
+        }
+    }
+}
+
+/// `CHAT/1 <id> <verb> …`: the verb and what follows it.
+private func verbAndRest(_ datagram: String) -> (verb: Substring, rest: [Substring])? {
+    let fields = datagram.split(separator: " ", omittingEmptySubsequences: false)
+    guard fields.count >= 3, fields[0] == "CHAT/1" else { return nil }
+    return (fields[2], Array(fields.dropFirst(3)))
 }
 
 @Suite(.serialized) struct ChatTalkTests {
@@ -351,6 +422,71 @@ final class Talker {
         #expect(ann.exitStatus(within: .seconds(10)) == 0)
         #expect(ben.exitStatus(within: .seconds(10)) == 0)
         #expect(daemon.waitForLog("reason=leave"))
+        #expect(try daemon.stop() == 0)
+    }
+
+    /// One `chat talk` in the BATCH format, one with --no-batch and a raw
+    /// client in the basic format share a room: all three print the same
+    /// messages in the same order, each once, and the wire shows each
+    /// talker speaking the format it was asked for.
+    @Test func batchAndBasicMembersShareARoomAndAgree() throws {
+        let daemon = try Daemon()
+        try daemon.start()
+        let config = try clientConfig(daemon)
+        let annWire = try WireRecorder(front: "127.0.0.101", back: "127.0.0.102", serverPort: daemon.port)
+        let benWire = try WireRecorder(front: "127.0.0.103", back: "127.0.0.104", serverPort: daemon.port)
+        defer {
+            annWire.stop()
+            benWire.stop()
+        }
+        let ann = try Talker(
+            "ann", bind: "127.0.0.105", daemon: daemon, clientConfig: config, extra: ["--json"],
+            server: try annWire.endpoint)
+        let ben = try Talker(
+            "ben", bind: "127.0.0.106", daemon: daemon, clientConfig: config, extra: ["--json", "--no-batch"],
+            server: try benWire.endpoint)
+        #expect(ann.waitUntil(.seconds(10)) { $0.stderr.contains("joined") }, "ann: \(ann.stderr)")
+        #expect(ben.waitUntil(.seconds(10)) { $0.stderr.contains("joined") }, "ben: \(ben.stderr)")
+        let cy = try RawChatClient(source: "127.0.0.107", port: daemon.port)
+        try cy.introduce("cy")
+        guard case .success(_, let joined)? = try cy.ask(.join(id: 0, cookie: 0)) else {
+            Issue.record("cy's JOIN failed")
+            return
+        }
+        #expect(joined == ["cy", "0"])
+        for i in 1...6 {
+            ann.say("ann \(i)")
+            ben.say("ben \(i)")
+            #expect(seq(of: try cy.ask(.say(id: 0, cookie: 0, token: UInt64(i), text: Array("cy \(i)".utf8)))) != nil)
+        }
+        #expect(try cy.awaitMessages(1...18))
+        for talker in [ann, ben] { #expect(talker.waitUntil(.seconds(10)) { $0.texts.count >= 18 }) }
+        let room = (1...18).compactMap { cy.received[UInt64($0)]?.textString }
+        #expect(ann.texts == room)
+        #expect(ben.texts == room)
+        #expect(Set(room) == Set((1...6).flatMap { ["ann \($0)", "ben \($0)", "cy \($0)"] }))
+        ann.endInput()
+        ben.endInput()
+        #expect(ann.exitStatus(within: .seconds(10)) == 0)
+        #expect(ben.exitStatus(within: .seconds(10)) == 0)
+
+        // ann asked for BATCH in every JOIN, was granted it, and acknowledged
+        // cumulatively, never more than once per push.
+        let annSent = annWire.toServer.compactMap(verbAndRest)
+        let annJoins = annSent.filter { $0.verb == "JOIN" }
+        #expect(!annJoins.isEmpty && annJoins.allSatisfy { $0.rest.last == "BATCH" })
+        #expect(annWire.toClient.contains { $0.hasSuffix(" BATCH 8") && $0.contains(" SUCCESS ann ") })
+        let annAcks = annSent.filter { $0.verb == "ACK" }
+        let annPushes = annWire.toClient.compactMap(verbAndRest).filter { $0.verb == "MESSAGE" }
+        #expect(annAcks.contains { $0.rest.count == 1 }, "no cumulative ACK: \(annWire.toServer)")
+        #expect(annAcks.count <= annPushes.count)
+        // ben never asked, and acknowledged each push on its own.
+        let benSent = benWire.toServer.compactMap(verbAndRest)
+        #expect(benSent.contains { $0.verb == "JOIN" })
+        #expect(!benSent.contains { $0.verb == "JOIN" && $0.rest.last == "BATCH" })
+        #expect(benSent.filter { $0.verb == "ACK" }.allSatisfy { $0.rest.isEmpty })
+        #expect(!benWire.toClient.contains { $0.contains(" BATCH ") })
+        #expect(!benWire.toClient.contains { $0.contains("\n") }, "a push of several messages to a basic member")
         #expect(try daemon.stop() == 0)
     }
 
