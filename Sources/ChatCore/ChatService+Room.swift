@@ -366,24 +366,27 @@ extension ChatService {
 
     /// Sends a member's next pushes while its window has room.
     private mutating func pump(_ key: AddressKey, now: Instant) {
-        guard var member = room.members[key] else { return }
-        if let oldest = room.history.first?.seq, member.next < oldest {
+        // The member is changed where it lies (through its dictionary
+        // index): a copy taken out and written back would share its pushes
+        // array and copy it on every append.
+        guard let slot = room.members.index(forKey: key) else { return }
+        if let oldest = room.history.first?.seq, room.members.values[slot].next < oldest {
             drop(key, reason: .behind)
             return
         }
-        while member.pushes.count < configuration.room.window, member.next <= room.lastSeq,
-            let start = room.history.index(atOrAfter: member.next)
+        while room.members.values[slot].pushes.count < configuration.room.window,
+            room.members.values[slot].next <= room.lastSeq,
+            let start = room.history.index(atOrAfter: room.members.values[slot].next)
         {
             let id = room.newPushID()
-            let range = entries(from: start, batch: member.batch, id: id)
+            let range = entries(from: start, batch: room.members.values[slot].batch, id: id)
             let last = room.history[range.upperBound - 1].seq
             room.pushes[id] = Push(member: key, first: room.history[start].seq, last: last, attempts: 1, firstSent: now)
-            member.pushes.append(id)
-            member.next = last + 1
-            send(id, range, to: member)
+            room.members.values[slot].pushes.append(id)
+            room.members.values[slot].next = last + 1
+            send(id, range, to: room.members.values[slot])
             timers.schedule(.push(id), at: now + retryDelay(afterSend: 1))
         }
-        room.members[key] = member
     }
 
     /// The history positions of one push starting at `start`: one message
