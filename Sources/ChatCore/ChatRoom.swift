@@ -51,7 +51,9 @@ struct Push: Sendable {
 
 /// The last `capacity` messages, oldest first, in seq order.
 struct History: Sendable {
-    private var ring: [ChatMessage] = []
+    /// Each message with its entry as a push carries it, written once
+    /// rather than once per member.
+    private var ring: [(message: ChatMessage, entry: [UInt8])] = []
     private var head = 0
     var capacity: Int
 
@@ -61,30 +63,28 @@ struct History: Sendable {
     }
 
     var count: Int { ring.count }
-    var first: ChatMessage? { ring.isEmpty ? nil : ring[head] }
-    var last: ChatMessage? { ring.isEmpty ? nil : ring[(head + ring.count - 1) % ring.count] }
+    var first: ChatMessage? { ring.isEmpty ? nil : ring[head].message }
+    var last: ChatMessage? { ring.isEmpty ? nil : ring[(head + ring.count - 1) % ring.count].message }
 
     /// Adds the newest message, evicting the oldest when full.
     mutating func append(_ message: ChatMessage) {
+        let stored = (message, ChatReply.entry(message))
         if ring.count < capacity {
-            if head == 0 {
-                ring.append(message)
-            } else {
+            if head != 0 {
                 // Grown after a shrink left the ring rotated: straighten it first.
-                ring = Array(self)
+                ring = Array(ring[head...] + ring[..<head])
                 head = 0
-                ring.append(message)
             }
+            ring.append(stored)
         } else {
-            ring[head] = message
+            ring[head] = stored
             head = (head + 1) % ring.count
         }
     }
 
     /// Changes the capacity, dropping the oldest messages that no longer fit.
     mutating func resize(to newCapacity: Int) {
-        let kept = Array(self).suffix(newCapacity)
-        ring = Array(kept)
+        ring = Array((ring[head...] + ring[..<head]).suffix(newCapacity))
         head = 0
         capacity = newCapacity
     }
@@ -108,7 +108,10 @@ struct History: Sendable {
     }
 
     /// Messages in order, oldest first.
-    subscript(index: Int) -> ChatMessage { ring[(head + index) % ring.count] }
+    subscript(index: Int) -> ChatMessage { ring[(head + index) % ring.count].message }
+
+    /// The message at `index` as a push's entry: `seq time-ms username text`.
+    func entry(at index: Int) -> [UInt8] { ring[(head + index) % ring.count].entry }
 }
 
 extension History: RandomAccessCollection {

@@ -366,44 +366,49 @@ extension ChatService {
 
     /// Sends a member's next pushes while its window has room.
     private mutating func pump(_ key: AddressKey, now: Instant) {
-        guard var member = room.members[key] else { return }
-        if let oldest = room.history.first?.seq, member.next < oldest {
+        // The member is changed where it lies (through its dictionary
+        // index): a copy taken out and written back would share its pushes
+        // array and copy it on every append.
+        guard let slot = room.members.index(forKey: key) else { return }
+        if let oldest = room.history.first?.seq, room.members.values[slot].next < oldest {
             drop(key, reason: .behind)
             return
         }
-        while member.pushes.count < configuration.room.window, member.next <= room.lastSeq,
-            let start = room.history.index(atOrAfter: member.next)
+        while room.members.values[slot].pushes.count < configuration.room.window,
+            room.members.values[slot].next <= room.lastSeq,
+            let start = room.history.index(atOrAfter: room.members.values[slot].next)
         {
             let id = room.newPushID()
-            let range = entries(from: start, batch: member.batch, id: id)
+            let range = entries(from: start, batch: room.members.values[slot].batch, id: id)
             let last = room.history[range.upperBound - 1].seq
             room.pushes[id] = Push(member: key, first: room.history[start].seq, last: last, attempts: 1, firstSent: now)
-            member.pushes.append(id)
-            member.next = last + 1
-            send(id, room.history[range], to: member)
+            room.members.values[slot].pushes.append(id)
+            room.members.values[slot].next = last + 1
+            send(id, range, to: room.members.values[slot])
             timers.schedule(.push(id), at: now + retryDelay(afterSend: 1))
         }
-        room.members[key] = member
     }
 
     /// The history positions of one push starting at `start`: one message
     /// in the basic format; in BATCH, as many as fit in one datagram.
     private func entries(from start: Int, batch: Bool, id: UInt32) -> Range<Int> {
         guard batch else { return start..<(start + 1) }
-        var size = ChatReply.pushHeaderSize(id: id) + 1 + ChatReply.entrySize(room.history[start])
+        var size = ChatReply.pushHeaderSize(id: id) + 1 + room.history.entry(at: start).count
         var end = start + 1
         while end < room.history.count, room.history[end].seq <= room.lastSeq {
-            size += 1 + ChatReply.entrySize(room.history[end])
+            size += 1 + room.history.entry(at: end).count
             guard size <= maxDatagramSize else { break }
             end += 1
         }
         return start..<end
     }
 
-    private mutating func send(_ id: UInt32, _ messages: some Collection<ChatMessage>, to member: Member) {
+    /// Sends the push `id` of the history positions `range`.
+    private mutating func send(_ id: UInt32, _ range: Range<Int>, to member: Member) {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(maxDatagramSize)
-        ChatReply.push(id: id, messages, into: &bytes)
+        let history = room.history
+        ChatReply.push(id: id, entries: range.lazy.map { history.entry(at: $0) }, into: &bytes)
         transmits.append(Transmit(destination: member.endpoint, socket: member.socket, bytes: bytes))
         counters.pushes += 1
     }
@@ -434,7 +439,7 @@ extension ChatService {
         while end < room.history.count, room.history[end].seq <= push.last { end += 1 }
         push.attempts += 1
         room.pushes[id] = push
-        send(id, room.history[start..<end], to: member)
+        send(id, start..<end, to: member)
         counters.retransmissions += 1
         timers.schedule(.push(id), at: now + retryDelay(afterSend: push.attempts))
     }

@@ -28,7 +28,9 @@
 //   0x02       a run of ChatService against a simulated disk, two bytes a
 //              step (ServiceSimulation.swift): after every step, the snapshot
 //              and journal on that disk must replay to exactly the
-//              registrations clients were told of.
+//              registrations and messages clients were told of, and every
+//              push (JOINs basic and BATCH, ACKs per push and cumulative)
+//              must carry messages already on disk.
 //   otherwise  one datagram from the address that byte picks, handled against
 //              the registry the harness keeps across inputs (max_users 64,
 //              started afresh every 4096 such inputs), so that the fuzzer can

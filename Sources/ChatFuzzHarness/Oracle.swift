@@ -72,10 +72,11 @@ enum Expectation: Equatable {
     /// The chat grammar of PROTOCOL.md, from the verb on.
     static func isChat(_ fields: [ArraySlice<UInt8>]) -> Bool {
         let verb = String(decoding: fields[0], as: UTF8.self)
-        if verb == "ACK" { return fields.count == 1 }
+        if verb == "ACK" { return fields.count == 1 || (fields.count == 2 && readNumber(fields[1]) != nil) }
         guard fields.count >= 2, isCookie(fields[1]) else { return false }
         switch verb {
-        case "JOIN", "LEAVE": return fields.count == 2
+        case "JOIN": return fields.count == 2 || (fields.count == 3 && fields[2].elementsEqual("BATCH".utf8))
+        case "LEAVE": return fields.count == 2
         case "WHO": return fields.count == 2 || (fields.count == 3 && isValidName(fields[2]))
         case "HISTORY": return fields.count == 3 && readNumber(fields[2]) != nil
         // Any text, valid or not, is the room's to judge (INVALID_MESSAGE).

@@ -4,7 +4,9 @@
 // then the journal on disk replayed onto it) must hold exactly the
 // registrations that clients were told of (`registered` and `renamed`
 // events, applied as facts), and every chat message whose SUCCESS went out,
-// with its text, under a seq no other message was ever told with. That is the point of the crash-safety rules in
+// with its text, under a seq no other message was ever told with; and every
+// push (basic or BATCH) carries messages already on disk, with the text
+// their senders were told of. That is the point of the crash-safety rules in
 // ChatService's theory comment: compacting more than a snapshot covers,
 // starting a snapshot while a compaction is pending, or a snapshot that
 // keeps a change whose sync then fails each break it. The simulation also
@@ -15,7 +17,10 @@
 //
 //   op % 10  0-4  a datagram from 10.0.0.<op / 10 % 10>: CONNECT (detail % 4
 //                 == 0), SAY with the right cookie and token detail / 4 % 8
-//                 (detail % 4 == 1), or INTRODUCE n<detail / 4 % 14>
+//                 (detail % 4 == 1), INTRODUCE n<detail / 4 % 14> (2), or
+//                 (3) by detail / 4 % 4: JOIN, JOIN BATCH, an ACK of one of
+//                 the pushes this address received (picked by detail / 16),
+//                 or a cumulative ACK of its newest push through its newest seq
 //            5    time passes (0 to 3 s) and the service's deadlines fire
 //            6    the journal group in flight is synced, or fails (detail % 4 == 0)
 //            7    the snapshot in flight is written, or fails
@@ -44,6 +49,13 @@ public struct ServiceSimulation {
     private var recoveredLastSeq: UInt64 = 0
     /// The text each SAY sent, by request id.
     private var sayTexts: [UInt32: String] = [:]
+    /// Push ids each address received, oldest first, and the newest seq in them.
+    private var pushesReceived: [IPAddress: (ids: [UInt32], newest: UInt64)] = [:]
+    /// Pushes seen, and those carrying more than one message (for tests).
+    public private(set) var pushes = 0
+    public private(set) var batchPushes = 0
+    /// ACKs the service took as delivering a push (for tests).
+    public var acks: Int { service.counters.acks }
 
     // The disk, as the shell would leave it, and the work handed to it.
     private var journal = Journal.header
@@ -84,12 +96,24 @@ public struct ServiceSimulation {
                     id: UInt32(step), cookie: service.cookie(for: source), token: UInt64(detail / 4 % 8),
                     text: Array(text.utf8)
                 ).bytes
-            default: bytes = Array("CHAT/1 \(step) INTRODUCE n\(detail / 4 % 14)".utf8)
+            case 2: bytes = Array("CHAT/1 \(step) INTRODUCE n\(detail / 4 % 14)".utf8)
+            default:
+                let cookie = service.cookie(for: source)
+                let received = pushesReceived[source.address] ?? ([], 0)
+                switch detail / 4 % 4 {
+                case 0: bytes = ChatRequest.join(id: UInt32(step), cookie: cookie).bytes
+                case 1: bytes = ChatRequest.join(id: UInt32(step), cookie: cookie, batch: true).bytes
+                case 2:
+                    let id = received.ids.isEmpty ? UInt32(step) : received.ids[Int(detail / 16) % received.ids.count]
+                    bytes = ChatRequest.ack(id: id).bytes
+                default:
+                    bytes = ChatRequest.ack(id: received.ids.last ?? UInt32(step), through: received.newest).bytes
+                }
             }
             let answered = bytes.withUnsafeBytes {
                 service.handle(datagram: $0, from: source, socket: 0, now: now, reply: &reply)
             }
-            if answered { noteTold(reply) }
+            if answered { try noteTold(reply, to: source) }
         case 5:
             now = now + .seconds(Int64(detail % 4))
             service.handleTimeout(now: now)
@@ -159,11 +183,27 @@ public struct ServiceSimulation {
             default: break
             }
         }
-        while let transmit = service.pollTransmit() { noteTold(transmit.bytes) }
+        while let transmit = service.pollTransmit() { try noteTold(transmit.bytes, to: transmit.destination) }
     }
 
-    /// A SAY's SUCCESS: the client now knows its message by that seq.
-    private mutating func noteTold(_ bytes: [UInt8]) {
+    /// A SAY's SUCCESS: the client now knows its message by that seq. A
+    /// push: every message in it is on disk, as its sender was told.
+    private mutating func noteTold(_ bytes: [UInt8], to destination: Endpoint) throws(FuzzFailure) {
+        if bytes.count > maxDatagramSize { throw failure("a datagram of \(bytes.count) bytes") }
+        if case .message(let id, let messages)? = ChatInbound(bytes) {
+            for message in messages {
+                let text = message.textString
+                guard recoveredMessages[message.seq] == text, toldMessages[message.seq].map({ $0 == text }) ?? true
+                else { throw failure("push of message \(message.seq) (\(text)), which is not on disk as told") }
+            }
+            pushes += 1
+            if messages.count > 1 { batchPushes += 1 }
+            var received = pushesReceived[destination.address] ?? ([], 0)
+            received.ids = received.ids.suffix(15) + [id]
+            received.newest = max(received.newest, messages.last!.seq)
+            pushesReceived[destination.address] = received
+            return
+        }
         guard case .success(let id, let fields)? = ChatInbound(bytes), fields.count == 1,
             let seq = UInt64(fields[0]), let text = sayTexts[id]
         else { return }
