@@ -475,7 +475,11 @@ private func verbAndRest(_ datagram: String) -> (verb: Substring, rest: [Substri
         let annSent = annWire.toServer.compactMap(verbAndRest)
         let annJoins = annSent.filter { $0.verb == "JOIN" }
         #expect(!annJoins.isEmpty && annJoins.allSatisfy { $0.rest.last == "BATCH" })
-        #expect(annWire.toClient.contains { $0.hasSuffix(" BATCH 8") && $0.contains(" SUCCESS ann ") })
+        #expect(
+            annWire.toClient.compactMap(verbAndRest).contains {
+                $0.verb == "SUCCESS" && $0.rest.count == 4 && $0.rest[0] == "ann" && $0.rest[2] == "BATCH"
+                    && Int($0.rest[3]) != nil
+            }, "no BATCH grant: \(annWire.toClient)")
         let annAcks = annSent.filter { $0.verb == "ACK" }
         let annPushes = annWire.toClient.compactMap(verbAndRest).filter { $0.verb == "MESSAGE" }
         #expect(annAcks.contains { $0.rest.count == 1 }, "no cumulative ACK: \(annWire.toServer)")
