@@ -38,11 +38,12 @@
 // after the oldest of them, whichever comes first, but at once for a
 // duplicate push (our ACK was lost or late: the server is retransmitting)
 // or one out of order (its first seq past `printed + 1`). A two-field
-// answer, or any push before the first answer (the format is not known
-// yet), gets the basic `ACK <sid>` per push, which both formats accept. A
-// server from before BATCH answers a BATCH JOIN `ERROR MALFORMED`: the
-// session JOINs again at once without it, and asks BATCH again only when
-// the server may have changed (a renewed cookie: it restarted). A forged
+// answer gets the basic `ACK <sid>` per push, which both formats accept,
+// and so does any push before the first answer (the format is not known
+// yet) or after LEAVE went (nothing is left to wait for). A server from
+// before BATCH answers a BATCH JOIN `ERROR MALFORMED`: the session JOINs
+// again at once without it, and asks BATCH again only when the server may
+// have changed (a renewed cookie: it restarted). A forged
 // push is ACKed like any other; its sid names nothing in flight, so such
 // an ACK is ignored by the server, and what it would have covered is
 // retransmitted and acknowledged again as a duplicate.
