@@ -166,14 +166,27 @@ func seq(of answer: ChatInbound?) -> UInt64? {
 
     /// SIGKILL at random moments while senders post, 20 times over: after
     /// every restart every message that got SUCCESS is in history with its
-    /// text, and no seq was ever given to two messages.
+    /// text, and no seq was ever given to two messages. Two `chat talk
+    /// --listen` members live through all 20 kills (each restart forgets
+    /// them; their keepalive JOIN, or the COOKIE a restarted chatd answers,
+    /// makes them members again, and HISTORY fills what they missed): both
+    /// end with the whole history, in seq order, each message once.
     @Test func noAcknowledgedMessageIsLostAndNoSeqReusedAcrossKill9() throws {
         let daemon = try Daemon(extraConfig: "snapshot_interval_s = 1")
         var acknowledged: [UInt64: String] = [:]
         var reused: [String] = []
         var generator = SystemRandomNumberGenerator()
-        for round in 0..<20 {
-            try daemon.start()
+        let rounds = 20
+        try daemon.start()
+        let config = try talkClientConfig(daemon)
+        let members = try ["mia", "max"].enumerated().map { i, name in
+            try Talker(name, bind: "127.102.98.\(i + 1)", daemon: daemon, clientConfig: config, extra: ["--listen", "--json"])
+        }
+        for member in members {
+            #expect(member.waitUntil(.seconds(10)) { $0.stderr.contains("joined") })
+        }
+        for round in 0..<rounds {
+            if round > 0 { try daemon.start() }
             let senders = try (0..<8).map { i in try RawChatClient(source: "127.102.\(round).\(i + 1)", port: daemon.port) }
             for (i, sender) in senders.enumerated() {
                 try sender.introduce("k\(round)s\(i)")
@@ -217,33 +230,78 @@ func seq(of answer: ChatInbound?) -> UInt64? {
         #expect(lost.isEmpty, "lost or changed: \(Array(lost.prefix(5)))")
         #expect(reused.isEmpty, "seqs given twice: \(reused.prefix(5))")
         #expect(acknowledged.count > 0)
-        print("kill -9 rounds: 20, messages sent: 800, acknowledged and checked: \(acknowledged.count), history after restart: \(last), lost: \(lost.count), seqs reused: \(reused.count)")
-        let next = try reader.ask(.say(id: 0, cookie: 0, token: 1, text: Array("after".utf8)))
-        #expect(seq(of: next).map { $0 > highest } == true)
+        let next = seq(of: try reader.ask(.say(id: 0, cookie: 0, token: 1, text: Array("after".utf8))))
+        #expect(next.map { $0 > highest } == true)
+        // The members' transcripts: the whole history, the message after the
+        // last restart included, in seq order, each once, nothing missed.
+        let final = next ?? last
+        #expect(try reader.awaitMessages(1...final))
+        let history = (1...final).map { seq in
+            reader.received[seq].map { PrintedMessage(seq: seq, from: $0.from.text, text: $0.textString) }
+        }
+        var transcriptsComplete = 0
+        for member in members {
+            let complete = member.waitUntil(.seconds(30)) { ($0.printed.last?.seq ?? 0) >= final }
+            let printed = member.printed
+            #expect(complete, "\(member.name) printed \(printed.count) of \(final): \(member.stderr)")
+            #expect(printed == history.compactMap { $0 }, "\(member.name) differs from history")
+            #expect(member.missed.isEmpty, "\(member.name) reports missed messages: \(member.stderr)")
+            if printed == history.compactMap({ $0 }) { transcriptsComplete += 1 }
+        }
+        print(
+            "kill -9 rounds: \(rounds), messages sent: \(rounds * 40), acknowledged and checked: \(acknowledged.count), "
+                + "history after restart: \(last), lost: \(lost.count), seqs reused: \(reused.count), "
+                + "members running throughout with the complete transcript (\(final) messages): \(transcriptsComplete) of \(members.count)")
+        for member in members {
+            member.signal(SIGTERM)
+            #expect(member.exitStatus(within: .seconds(10)) == 0)
+        }
         #expect(try daemon.stop() == 0)
     }
+}
+
+/// One message as `chat talk --json` printed it.
+struct PrintedMessage: Equatable, Sendable, CustomStringConvertible {
+    let seq: UInt64
+    let from: String
+    let text: String
+    var description: String { "#\(seq) <\(from)> \(text)" }
+}
+
+/// A client config for `chat talk` in tests: short timeouts, and a short
+/// keepalive so that rejoining after a drop or a restart is quick.
+func talkClientConfig(_ daemon: Daemon, timeoutMs: Int = 200, attempts: Int = 5, keepalive: Int = 1) throws -> String {
+    let path = daemon.folder.appendingPathComponent("client.toml").path
+    try "[client]\ntimeout_ms = \(timeoutMs)\nmax_attempts = \(attempts)\nkeepalive_s = \(keepalive)\n".write(
+        toFile: path, atomically: true, encoding: .utf8)
+    return path
 }
 
 /// A `chat talk` process: lines written to its stdin, its stdout and
 /// stderr in files that can be read while it runs.
 final class Talker {
+    let name: String
     let process = Process()
     let input = Pipe()
     let outPath: String
     let errPath: String
 
-    /// - Parameter standardOutput: a pipe for stdout instead of the file at `outPath`.
+    /// - Parameters:
+    ///   - standardOutput: a pipe for stdout instead of the file at `outPath`.
+    ///   - server: where the client sends (a relay in front of chatd); chatd itself if nil.
     init(
         _ name: String, bind: String, daemon: Daemon, clientConfig: String, extra: [String] = [],
-        standardOutput: Pipe? = nil
+        standardOutput: Pipe? = nil, server: Endpoint? = nil
     ) throws {
+        self.name = name
         outPath = daemon.folder.appendingPathComponent("\(name).out").path
         errPath = daemon.folder.appendingPathComponent("\(name).err").path
         for path in [outPath, errPath] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         process.executableURL = Binaries.chat
         process.arguments =
             ["talk", name] + extra + [
-                "--config", clientConfig, "--server", "127.0.0.1", "--port", "\(daemon.port)", "--bind", bind,
+                "--config", clientConfig, "--server", server.map { "\($0.address)" } ?? "127.0.0.1",
+                "--port", "\(server?.port ?? daemon.port)", "--bind", bind,
             ]
         process.standardInput = input
         process.standardOutput = try standardOutput ?? FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
@@ -265,6 +323,28 @@ final class Talker {
                 let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
             else { return nil }
             return object["text"] as? String
+        }
+    }
+
+    /// The messages printed (`--json` output), in order, with their seqs.
+    var printed: [PrintedMessage] {
+        stdout.split(separator: "\n").compactMap { line in
+            guard let data = line.data(using: .utf8),
+                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                let seq = (object["seq"] as? NSNumber)?.uint64Value, let from = object["from"] as? String,
+                let text = object["text"] as? String
+            else { return nil }
+            return PrintedMessage(seq: seq, from: from, text: text)
+        }
+    }
+
+    /// The "missed" notices on stderr, as the seq ranges they name.
+    var missed: [ClosedRange<UInt64>] {
+        stderr.split(separator: "\n").compactMap { line -> ClosedRange<UInt64>? in
+            guard line.contains("missed: ") else { return nil }
+            let numbers = line.split(separator: "#").dropFirst().compactMap { UInt64($0.prefix { $0.isNumber }) }
+            guard let first = numbers.first, let last = numbers.last, first <= last else { return nil }
+            return first...last
         }
     }
 
@@ -292,12 +372,7 @@ final class Talker {
 
 @Suite(.serialized) struct ChatTalkTests {
     /// A client config with a short keepalive, so rejoining is quick.
-    func clientConfig(_ daemon: Daemon) throws -> String {
-        let path = daemon.folder.appendingPathComponent("client.toml").path
-        try "[client]\ntimeout_ms = 200\nmax_attempts = 5\nkeepalive_s = 1\n".write(
-            toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
+    func clientConfig(_ daemon: Daemon) throws -> String { try talkClientConfig(daemon) }
 
     /// Two `chat talk` members and a `chat say` from a third address: both
     /// members print the same messages in the same order, each once.
