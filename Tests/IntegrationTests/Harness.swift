@@ -212,3 +212,11 @@ final class Daemon {
         return reply
     }
 }
+
+extension Duration {
+    /// Whole milliseconds, rounded up (a wait that ends early only loops).
+    var roundedUpMilliseconds: Int {
+        let (seconds, attoseconds) = components
+        return Int(seconds) * 1000 + Int((attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+    }
+}
