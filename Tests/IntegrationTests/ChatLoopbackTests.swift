@@ -458,7 +458,8 @@ final class Talker {
     /// second member's delivery latency (from its SAY's send to its own
     /// push's arrival, one message after another) is measured with the
     /// stopped member running, stopped but still in the room, and dropped;
-    /// stopped, its p99 stays under 50 ms, and every message arrives.
+    /// stopped, its p99 stays within twice the other phases' (+10 ms), and
+    /// every message arrives.
     /// Continued, the stopped member rejoins with its keepalive and catches
     /// up through HISTORY with nothing missing and nothing twice.
     @Test func aStoppedMemberIsDroppedAndCatchesUpOnceContinued() throws {
@@ -535,7 +536,11 @@ final class Talker {
             "delivery latency to another member, \(perPhase) messages each: member running p50 \(ms(p50r)) p99 \(ms(p99r)); "
                 + "stopped in the room p50 \(ms(p50s)) p99 \(ms(p99s)); dropped p50 \(ms(p50d)) p99 \(ms(p99d))")
         #expect(stopped.count == perPhase)
-        #expect(p99s < .milliseconds(50), "p99 \(ms(p99s)) while a stopped member is in the room")
+        // As fast as without it: relative, so that a slower build (the
+        // sanitizers') slows both alike; 1 s of retransmissions to the
+        // stopped member cost a few pushes, nothing the others can see.
+        let unhindered = max(p99r, p99d)
+        #expect(p99s <= unhindered * 2 + .milliseconds(10), "p99 \(ms(p99s)) while a stopped member is in the room, \(ms(unhindered)) without")
         dee.signal(SIGCONT)
         #expect(dee.waitUntil(.seconds(15)) { $0.printed.count >= posted.count })
         #expect(dee.printed.map(\.text) == posted)
