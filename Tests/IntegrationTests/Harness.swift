@@ -25,6 +25,10 @@ enum Binaries {
     static var chat: URL { directory.appendingPathComponent("chat") }
 }
 
+/// Whether the fault tests too heavy for `make test` run: `make
+/// chat-fault-test` sets CHATD_FAULT_TESTS.
+let heavyFaultTests = ProcessInfo.processInfo.environment["CHATD_FAULT_TESTS"] != nil
+
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
 }
