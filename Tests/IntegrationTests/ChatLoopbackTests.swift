@@ -275,10 +275,12 @@ struct PrintedMessage: Equatable, Sendable, CustomStringConvertible {
 
 /// A client config for `chat talk` in tests: short timeouts, and a short
 /// keepalive so that rejoining after a drop or a restart is quick.
-func talkClientConfig(_ daemon: Daemon, timeoutMs: Int = 200, attempts: Int = 5, keepalive: Int = 1) throws -> String {
+func talkClientConfig(
+    _ daemon: Daemon, timeoutMs: Int = 200, attempts: Int = 5, backoff: Double = 2.0, keepalive: Int = 1
+) throws -> String {
     let path = daemon.folder.appendingPathComponent("client.toml").path
-    try "[client]\ntimeout_ms = \(timeoutMs)\nmax_attempts = \(attempts)\nkeepalive_s = \(keepalive)\n".write(
-        toFile: path, atomically: true, encoding: .utf8)
+    try "[client]\ntimeout_ms = \(timeoutMs)\nmax_attempts = \(attempts)\nbackoff = \(backoff)\nkeepalive_s = \(keepalive)\n"
+        .write(toFile: path, atomically: true, encoding: .utf8)
     return path
 }
 

@@ -32,11 +32,13 @@ struct LossyRoomOutcome: Sendable {
 /// waits for them to leave.
 ///
 /// - Parameters:
+///   - clientAttempts, clientBackoff: the members' [client] retry rules
+///     (timeout_ms is 200): a line whose attempts all fail is not delivered.
 ///   - servers: given chatd, the endpoint each member's client sends to
 ///     (a relay's fronts), or nil for chatd itself.
 ///   - beforeReadingHistory: makes the path to chatd clean for the reader.
 func runLossyRoom(
-    addresses: [String], linesEach: Int, timeout: Duration,
+    addresses: [String], linesEach: Int, timeout: Duration, clientAttempts: Int = 10, clientBackoff: Double = 2.0,
     servers: (Daemon) throws -> [Endpoint]?, beforeReadingHistory: () throws -> Void = {}
 ) throws -> LossyRoomOutcome {
     // Pushes are retried sooner and more often than by default, so that
@@ -44,7 +46,7 @@ func runLossyRoom(
     let daemon = try Daemon(extraConfig: "\n[delivery]\ntimeout_ms = 150\nbackoff = 1.5\nmax_attempts = 8\n")
     try daemon.start()
     let fronts = try servers(daemon)
-    let config = try talkClientConfig(daemon, timeoutMs: 200, attempts: 10)
+    let config = try talkClientConfig(daemon, timeoutMs: 200, attempts: clientAttempts, backoff: clientBackoff)
     let names = ["ann", "bea", "cat", "dan"].prefix(addresses.count)
     var outcome = LossyRoomOutcome(names: Array(names))
     let started = ContinuousClock.now
@@ -149,6 +151,10 @@ func checkLossyRoom(_ outcome: LossyRoomOutcome, _ context: String) {
     /// The same with a harsher network and a longer conversation, three
     /// times over with different seeds (`make chat-fault-test` only): 20 %
     /// loss, 10 % duplication, 5–60 ms delay; each member types 25 lines.
+    /// An exchange fails 36 % of the time here, so the members retry more
+    /// (20 attempts, backoff 1.5): with the default 10 attempts and backoff
+    /// 2.0 one line in 28,000 would run out of attempts, about 1 % of runs,
+    /// and a line with 8 failures in a row would wait 51 s.
     @Test(.enabled(if: heavyFaultTests, "heavy: runs with CHATD_FAULT_TESTS=1 (make chat-fault-test)"))
     func everyMemberEndsWithTheWholeTranscriptThroughAHarsherRelay() throws {
         let plan = FaultPlan(loss: 0.20, duplication: 0.10, delayMilliseconds: 5...60)
@@ -157,7 +163,9 @@ func checkLossyRoom(_ outcome: LossyRoomOutcome, _ context: String) {
             let seed = Self.relaySeed()
             var relay: LossyRelay?
             defer { relay?.stop() }
-            let outcome = try runLossyRoom(addresses: Self.addresses, linesEach: 25, timeout: .seconds(120)) { daemon in
+            let outcome = try runLossyRoom(
+                addresses: Self.addresses, linesEach: 25, timeout: .seconds(120), clientAttempts: 20, clientBackoff: 1.5
+            ) { daemon in
                 relay = try LossyRelay(
                     server: Endpoint(.loopbackIPv4, port: daemon.port), memberAddresses: Self.addresses, plan: plan,
                     seed: seed)
