@@ -460,7 +460,7 @@ final class Talker {
     /// second member's delivery latency (from its SAY's send to its own
     /// push's arrival, one message after another) is measured with the
     /// stopped member running, stopped but still in the room, and dropped;
-    /// stopped, its p99 stays within twice the other phases' (+10 ms), and
+    /// stopped, its p90 stays within twice the other phases' (+5 ms), and
     /// every message arrives.
     /// Continued, the stopped member rejoins with its keepalive and catches
     /// up through HISTORY with nothing missing and nothing twice.
@@ -531,18 +531,23 @@ final class Talker {
         #expect(daemon.waitForLog("reason=unreachable"), "the stopped member was not dropped")
         #expect(daemon.log.split(separator: "\n").contains { $0.contains("reason=unreachable") && $0.contains("username=dee") })
         let dropped = try measure("dropped")
-        let (p50r, p99r) = (percentile(running, 0.5), percentile(running, 0.99))
-        let (p50s, p99s) = (percentile(stopped, 0.5), percentile(stopped, 0.99))
-        let (p50d, p99d) = (percentile(dropped, 0.5), percentile(dropped, 0.99))
+        func figures(_ samples: [Duration]) -> String {
+            "p50 \(ms(percentile(samples, 0.5))), p90 \(ms(percentile(samples, 0.9))), p99 \(ms(percentile(samples, 0.99)))"
+        }
         print(
-            "delivery latency to another member, \(perPhase) messages each: member running p50 \(ms(p50r)) p99 \(ms(p99r)); "
-                + "stopped in the room p50 \(ms(p50s)) p99 \(ms(p99s)); dropped p50 \(ms(p50d)) p99 \(ms(p99d))")
+            "delivery latency to another member, \(perPhase) messages each: member running \(figures(running)); "
+                + "stopped in the room \(figures(stopped)); dropped \(figures(dropped))")
         #expect(stopped.count == perPhase)
         // As fast as without it: relative, so that a slower build (the
         // sanitizers') slows both alike; 1 s of retransmissions to the
-        // stopped member cost a few pushes, nothing the others can see.
-        let unhindered = max(p99r, p99d)
-        #expect(p99s <= unhindered * 2 + .milliseconds(10), "p99 \(ms(p99s)) while a stopped member is in the room, \(ms(unhindered)) without")
+        // stopped member cost a few pushes, nothing the others can see. The
+        // 90th percentile, as 40 samples' p99 is their maximum, which one
+        // scheduling hiccup of a busy machine decides.
+        let p90s = percentile(stopped, 0.9)
+        let unhindered = max(percentile(running, 0.9), percentile(dropped, 0.9))
+        #expect(
+            p90s <= unhindered * 2 + .milliseconds(5),
+            "p90 \(ms(p90s)) while a stopped member is in the room, \(ms(unhindered)) without")
         dee.signal(SIGCONT)
         #expect(dee.waitUntil(.seconds(15)) { $0.printed.count >= posted.count })
         #expect(dee.printed.map(\.text) == posted)
