@@ -182,6 +182,7 @@ func seq(of answer: ChatInbound?) -> UInt64? {
         var reused: [String] = []
         var generator = SystemRandomNumberGenerator()
         let rounds = 20
+        var sentBeforeKills = 0
         try daemon.start()
         let config = try talkClientConfig(daemon)
         let members = try ["mia", "max"].enumerated().map { i, name in
@@ -198,17 +199,31 @@ func seq(of answer: ChatInbound?) -> UInt64? {
                 // Learn the cookie; WHO changes nothing.
                 _ = try sender.ask(.who(id: 0, cookie: 0, after: nil))
             }
+            // The 40 SAYs go out in 5 bursts over about 10 ms and chatd is
+            // killed at a random moment of 12 ms, so that whatever the build's
+            // speed some are answered, some synced but not answered, and
+            // some never read when it dies.
             var texts: [[UInt32: String]] = Array(repeating: [:], count: senders.count)
+            let killAt = ContinuousClock.now + .microseconds(Int64.random(in: 0...12_000, using: &generator))
+            var killed = false
             for k in 0..<5 {
                 for (i, sender) in senders.enumerated() {
+                    if !killed, ContinuousClock.now >= killAt {
+                        try daemon.stop(signal: SIGKILL)
+                        killed = true
+                    }
                     let text = "r\(round) s\(i) m\(k)"
                     let id = sender.newID()
                     texts[i][id] = text
                     try sender.send(.say(id: id, cookie: 0, token: UInt64(k + 1), text: Array(text.utf8)))
+                    if !killed { sentBeforeKills += 1 }
                 }
+                Thread.sleep(forTimeInterval: 0.002)
             }
-            Thread.sleep(forTimeInterval: Double.random(in: 0...0.02, using: &generator))
-            try daemon.stop(signal: SIGKILL)
+            if !killed {
+                Thread.sleep(forTimeInterval: max(0, Double((killAt - ContinuousClock.now).roundedUpMilliseconds) / 1000))
+                try daemon.stop(signal: SIGKILL)
+            }
             for (i, sender) in senders.enumerated() {
                 try sender.receive(until: ContinuousClock.now + .milliseconds(20))
                 for answer in sender.answers {
@@ -254,7 +269,7 @@ func seq(of answer: ChatInbound?) -> UInt64? {
             if printed == history.compactMap({ $0 }) { transcriptsComplete += 1 }
         }
         print(
-            "kill -9 rounds: \(rounds), messages sent: \(rounds * 40), acknowledged and checked: \(acknowledged.count), "
+            "kill -9 rounds: \(rounds), messages sent: \(rounds * 40) (\(sentBeforeKills) before the kills), acknowledged and checked: \(acknowledged.count), "
                 + "history after restart: \(last), lost: \(lost.count), seqs reused: \(reused.count), "
                 + "members running throughout with the complete transcript (\(final) messages): \(transcriptsComplete) of \(members.count)")
         for member in members {
