@@ -37,6 +37,8 @@ struct Member: Sendable {
     var lastHeard: Instant
     /// When it last acknowledged a push.
     var lastAcknowledged: Instant?
+    /// The deadline its `.pushes` timer is set for, if one is.
+    var pushesDue: Instant?
 }
 
 struct Push: Sendable {
@@ -47,6 +49,8 @@ struct Push: Sendable {
     /// Sends so far, the first included.
     var attempts: Int
     let firstSent: Instant
+    /// When it is sent again, or given up after its last send.
+    var due: Instant
 }
 
 /// The last `capacity` messages, oldest first, in seq order.

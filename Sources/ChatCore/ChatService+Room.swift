@@ -30,8 +30,11 @@
 // oldest message history holds drops the member too (behind): it catches
 // up with HISTORY, which moves its cursor and supersedes its pushes in
 // flight (the cursor sends again whatever of them it still wants).
-// Presence is lazy: each member has one timer at its last-heard time plus
-// the TTL, pushed back when it fires early rather than on every datagram.
+// Retransmissions share one timer per member, set for the earliest
+// deadline of its pushes: an acknowledged push, the common case, costs no
+// timer work. Presence is lazy too: each member has one timer at its
+// last-heard time plus the TTL, pushed back when it fires early rather than
+// on every datagram.
 //
 // Seqs: `room.lastSeq` is the newest seq anyone may have seen; with a
 // journal a message is neither answered nor pushed until its record is
@@ -82,7 +85,6 @@ extension ChatService {
 
     private mutating func deliver(_ id: UInt32, of key: AddressKey) {
         room.pushes[id] = nil
-        timers.cancel(.push(id))
         counters.acks += 1
         if let index = room.members[key]!.pushes.firstIndex(of: id) { room.members[key]!.pushes.remove(at: index) }
     }
@@ -239,10 +241,7 @@ extension ChatService {
             }
             // Superseded: pushes still in flight would hold the window, or
             // drop the member as behind for messages it has just given up.
-            for pushID in room.members[key]!.pushes {
-                room.pushes[pushID] = nil
-                timers.cancel(.push(pushID))
-            }
+            for pushID in room.members[key]!.pushes { room.pushes[pushID] = nil }
             room.members[key]!.pushes.removeAll()
             let wanted = after == .max ? after : after + 1
             // The first held message from `wanted` on: past a gap when older
@@ -309,11 +308,9 @@ extension ChatService {
     /// Removes a member with everything in flight to it, and says why.
     mutating func drop(_ key: AddressKey, reason: LeaveReason) {
         guard let member = room.members.removeValue(forKey: key) else { return }
-        for id in member.pushes {
-            room.pushes[id] = nil
-            timers.cancel(.push(id))
-        }
+        for id in member.pushes { room.pushes[id] = nil }
         timers.cancel(.presence(key))
+        timers.cancel(.pushes(key))
         if reason != .leave { counters.membersDropped += 1 }
         events.append(
             .memberLeft(registry.username(for: member.endpoint.address), client: member.endpoint, reason: reason))
@@ -381,11 +378,16 @@ extension ChatService {
             let id = room.newPushID()
             let range = entries(from: start, batch: room.members.values[slot].batch, id: id)
             let last = room.history[range.upperBound - 1].seq
-            room.pushes[id] = Push(member: key, first: room.history[start].seq, last: last, attempts: 1, firstSent: now)
+            let due = now + retryDelay(afterSend: 1)
+            room.pushes[id] = Push(
+                member: key, first: room.history[start].seq, last: last, attempts: 1, firstSent: now, due: due)
             room.members.values[slot].pushes.append(id)
             room.members.values[slot].next = last + 1
             send(id, range, to: room.members.values[slot])
-            timers.schedule(.push(id), at: now + retryDelay(afterSend: 1))
+            if room.members.values[slot].pushesDue.map({ due < $0 }) ?? true {
+                room.members.values[slot].pushesDue = due
+                timers.schedule(.pushes(key), at: due)
+            }
         }
     }
 
@@ -413,12 +415,28 @@ extension ChatService {
         counters.pushes += 1
     }
 
-    mutating func pushTimedOut(_ id: UInt32, now: Instant) {
-        guard var push = room.pushes[id] else { return }
-        guard let member = room.members[push.member] else {
-            room.pushes[id] = nil
-            return
+    /// The earliest deadline of a member's pushes came: every push of its
+    /// that is due is sent again or given up, and the timer is set for the
+    /// next. One timer per member rather than per push: a push that is
+    /// acknowledged, the common case, then costs no timer work at all.
+    mutating func pushesDue(_ key: AddressKey, now: Instant) {
+        guard let ids = room.members[key]?.pushes else { return }
+        room.members[key]!.pushesDue = nil
+        for id in ids where room.pushes[id].map({ $0.due <= now }) ?? false {
+            pushTimedOut(id, now: now)
+            guard room.members[key] != nil else { return }  // dropped
         }
+        // Pushes sent meanwhile (a give-up opened the window) set the timer
+        // already; only an earlier deadline moves it.
+        let next = room.members[key]!.pushes.compactMap { room.pushes[$0]?.due }.min()
+        if let next, room.members[key]!.pushesDue.map({ next < $0 }) ?? true {
+            room.members[key]!.pushesDue = next
+            timers.schedule(.pushes(key), at: next)
+        }
+    }
+
+    private mutating func pushTimedOut(_ id: UInt32, now: Instant) {
+        guard var push = room.pushes[id], let member = room.members[push.member] else { return }
         guard push.attempts < configuration.room.maxAttempts else {
             if let acknowledged = member.lastAcknowledged, acknowledged >= push.firstSent {
                 // It acknowledged other pushes meanwhile: reachable, and this
@@ -438,10 +456,10 @@ extension ChatService {
         var end = start + 1
         while end < room.history.count, room.history[end].seq <= push.last { end += 1 }
         push.attempts += 1
+        push.due = now + retryDelay(afterSend: push.attempts)
         room.pushes[id] = push
         send(id, start..<end, to: member)
         counters.retransmissions += 1
-        timers.schedule(.push(id), at: now + retryDelay(afterSend: push.attempts))
     }
 
     /// timeout × backoff^(n-1) after the n-th send, at most a day.
