@@ -93,8 +93,11 @@ system-test: build
 	bash Tests/system/run.sh
 
 # The performance suite (docs/PERFORMANCE.md): a release build, then chatd
-# against the C yardstick in ../shared/bench, as one table. BENCH_SUITE=quick
-# runs the first three rows only, BENCH_SUITE=scale the 1,000,000-user rows.
+# against the C yardstick in ../shared/bench (one table), and the chat room
+# against ngircd, InspIRCd and chatfloor (a second; it installs the two IRC
+# servers with apt-get when missing). BENCH_SUITE=quick runs the first three
+# rows only, BENCH_SUITE=scale the 1,000,000-user rows, BENCH_SUITE=chat the
+# chat table.
 BENCH_SUITE ?= all
 .PHONY: bench
 bench: build

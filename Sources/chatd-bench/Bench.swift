@@ -38,7 +38,7 @@ struct Bench: ParsableCommand {
             `make bench` runs the whole suite against chatd and the C refserver; \
             docs/PERFORMANCE.md explains it.
             """,
-        subcommands: [RunCommand.self, SnapshotCommand.self, WaitCommand.self, FloodCommand.self, SelfTestCommand.self],
+        subcommands: [RunCommand.self, ChatCommand.self, SnapshotCommand.self, WaitCommand.self, FloodCommand.self, SelfTestCommand.self],
         defaultSubcommand: RunCommand.self)
 
     static let figuresHelp = """

@@ -60,6 +60,31 @@ enum ProcFS {
         return Double(ticks) / clockTicksPerSecond
     }
 
+    /// Busy CPU ticks of the whole machine (user + nice + system + irq +
+    /// softirq of the `cpu` line, all cores), from the text of /proc/stat:
+    /// what ircload.c reads to tell how much unrelated work ran meanwhile.
+    static func busyTicks(statText bytes: [UInt8]) -> UInt64? {
+        guard let line = bytes.split(separator: UInt8(ascii: "\n")).first, line.starts(with: "cpu ".utf8) else { return nil }
+        let fields = line.split(separator: UInt8(ascii: " ")).dropFirst().map { decimal($0) }
+        // user nice system idle iowait irq softirq
+        guard fields.count >= 7, fields.prefix(7).allSatisfy({ $0 != nil }) else { return nil }
+        return fields[0]! + fields[1]! + fields[2]! + fields[5]! + fields[6]!
+    }
+
+    /// Busy CPU seconds of the whole machine since boot (see `busyTicks`).
+    static func machineBusySeconds() throws -> Double {
+        guard let bytes = try FileSystem.readFile(atPath: "/proc/stat"), let ticks = busyTicks(statText: bytes) else {
+            throw BenchError("cannot read or parse /proc/stat")
+        }
+        return Double(ticks) / clockTicksPerSecond
+    }
+
+    /// VmRSS of a process in KiB, or nil when it cannot be read (the process is gone).
+    static func residentKiB(pid: Int32) -> UInt64? {
+        guard let bytes = try? FileSystem.readFile(atPath: "/proc/\(pid)/status") else { return nil }
+        return residentKiB(statusText: bytes)
+    }
+
     private static func decimal(_ digits: some Collection<UInt8>) -> UInt64? {
         guard !digits.isEmpty, digits.count < 20 else { return nil }
         var value: UInt64 = 0
