@@ -11,6 +11,7 @@
 #   make clean     remove build output and ./state
 #   make system-test  (root) chatd under a real systemd in private namespaces
 #   make flood-test   1,000,000 bad datagrams while a real client is timed
+#   make chat-fault-test  the chat room's fault tests too heavy for `make test`
 #   make fuzz      libFuzzer for FUZZ_SECONDS (60) (Fuzz/README.md)
 #   make test-sanitize  the tests under AddressSanitizer, then ThreadSanitizer
 #   make bench     the performance suite against ../shared/bench (docs/PERFORMANCE.md)
@@ -151,3 +152,14 @@ test-sanitize: deps
 .PHONY: flood-test
 flood-test: build
 	bash bench/flood.sh
+
+# The chat room's fault tests (docs/RELIABILITY.md) against the release
+# binaries: the abuse test (5,000 flooding addresses while a member is timed)
+# and a harsher lossy network, which CHATD_FAULT_TESTS enables, and again the
+# fault tests `make test` runs against the debug build (kill -9, the lossy
+# relay, the vanishing member).
+.PHONY: chat-fault-test
+chat-fault-test: build
+	$(SWIFT) build --build-tests
+	CHATD_FAULT_TESTS=1 CHATD_BIN_DIR=$(RELEASE) $(SWIFT) test --skip-build \
+	    --filter 'AbuseTests|LossyNetworkTests|ChatLoopbackTests|ChatTalkTests'

@@ -135,7 +135,7 @@ public struct Config: Equatable, Sendable {
         /// Pushes in flight to one member at once.
         public var window: Int
 
-        public init(timeoutMilliseconds: Int = 1000, backoff: Double = 2.0, maxAttempts: Int = 5, window: Int = 8) {
+        public init(timeoutMilliseconds: Int = 1000, backoff: Double = 2.0, maxAttempts: Int = 5, window: Int = 32) {
             self.timeoutMilliseconds = timeoutMilliseconds
             self.backoff = backoff
             self.maxAttempts = maxAttempts

@@ -409,18 +409,19 @@ public enum ChatReply {
 
     /// The push of `messages` (ascending seqs, at least one) under the push id `id`.
     public static func push(id: UInt32, _ messages: some Collection<ChatMessage>, into buffer: inout [UInt8]) {
-        writeHeader(id: id, into: &buffer)
-        buffer += Verb.message
-        for (index, message) in messages.enumerated() {
-            buffer.append(index == 0 ? ASCII.space : ASCII.newline)
-            entry(message, into: &buffer)
-        }
+        push(id: id, entries: messages.map(entry), into: &buffer)
     }
 
-    /// The size of `message`'s entry in a push, without its separator.
-    public static func entrySize(_ message: ChatMessage) -> Int {
-        decimalDigits(message.seq) + decimalDigits(UInt64(max(0, message.timeMilliseconds)))
-            + message.from.text.utf8.count + message.text.count + 3
+    /// The push of messages already written as entries (`entry(_:)`).
+    public static func push(id: UInt32, entries: some Collection<[UInt8]>, into buffer: inout [UInt8]) {
+        writeHeader(id: id, into: &buffer)
+        buffer += Verb.message
+        var separator = ASCII.space
+        for entry in entries {
+            buffer.append(separator)
+            buffer += entry
+            separator = ASCII.newline
+        }
     }
 
     /// The bytes of a push's header up to the first entry's separator.
@@ -428,7 +429,10 @@ public enum ChatReply {
         "CHAT/1  MESSAGE".utf8.count + decimalDigits(UInt64(id))
     }
 
-    private static func entry(_ message: ChatMessage, into buffer: inout [UInt8]) {
+    /// `message` as a push carries it: `seq time-ms username text`.
+    public static func entry(_ message: ChatMessage) -> [UInt8] {
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(48 + message.text.count)
         appendDecimal64(message.seq, to: &buffer)
         buffer.append(ASCII.space)
         appendDecimal64(UInt64(max(0, message.timeMilliseconds)), to: &buffer)
@@ -436,6 +440,7 @@ public enum ChatReply {
         buffer += message.from.text.utf8
         buffer.append(ASCII.space)
         buffer += message.text
+        return buffer
     }
 
     /// Appends " <value>".
@@ -471,12 +476,16 @@ func decimalDigits(_ value: UInt64) -> Int {
 }
 
 func appendDecimal64(_ value: UInt64, to buffer: inout [UInt8]) {
-    var divisor: UInt64 = 1
-    while value / divisor >= 10 { divisor *= 10 }
-    var rest = value
-    while divisor > 0 {
-        buffer.append(ASCII.zero + UInt8(rest / divisor))
-        rest %= divisor
-        divisor /= 10
+    // Digits from the right into a stack buffer (division by the constant
+    // 10 compiles to a multiplication), then appended in one go.
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+        var rest = value
+        var start = 20
+        repeat {
+            start -= 1
+            digits[start] = ASCII.zero + UInt8(rest % 10)
+            rest /= 10
+        } while rest > 0
+        buffer.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start...]))
     }
 }

@@ -30,8 +30,11 @@
 // oldest message history holds drops the member too (behind): it catches
 // up with HISTORY, which moves its cursor and supersedes its pushes in
 // flight (the cursor sends again whatever of them it still wants).
-// Presence is lazy: each member has one timer at its last-heard time plus
-// the TTL, pushed back when it fires early rather than on every datagram.
+// Retransmissions share one timer per member, set for the earliest
+// deadline of its pushes: an acknowledged push, the common case, costs no
+// timer work. Presence is lazy too: each member has one timer at its
+// last-heard time plus the TTL, pushed back when it fires early rather than
+// on every datagram.
 //
 // Seqs: `room.lastSeq` is the newest seq anyone may have seen; with a
 // journal a message is neither answered nor pushed until its record is
@@ -82,7 +85,6 @@ extension ChatService {
 
     private mutating func deliver(_ id: UInt32, of key: AddressKey) {
         room.pushes[id] = nil
-        timers.cancel(.push(id))
         counters.acks += 1
         if let index = room.members[key]!.pushes.firstIndex(of: id) { room.members[key]!.pushes.remove(at: index) }
     }
@@ -239,10 +241,7 @@ extension ChatService {
             }
             // Superseded: pushes still in flight would hold the window, or
             // drop the member as behind for messages it has just given up.
-            for pushID in room.members[key]!.pushes {
-                room.pushes[pushID] = nil
-                timers.cancel(.push(pushID))
-            }
+            for pushID in room.members[key]!.pushes { room.pushes[pushID] = nil }
             room.members[key]!.pushes.removeAll()
             let wanted = after == .max ? after : after + 1
             // The first held message from `wanted` on: past a gap when older
@@ -309,11 +308,9 @@ extension ChatService {
     /// Removes a member with everything in flight to it, and says why.
     mutating func drop(_ key: AddressKey, reason: LeaveReason) {
         guard let member = room.members.removeValue(forKey: key) else { return }
-        for id in member.pushes {
-            room.pushes[id] = nil
-            timers.cancel(.push(id))
-        }
+        for id in member.pushes { room.pushes[id] = nil }
         timers.cancel(.presence(key))
+        timers.cancel(.pushes(key))
         if reason != .leave { counters.membersDropped += 1 }
         events.append(
             .memberLeft(registry.username(for: member.endpoint.address), client: member.endpoint, reason: reason))
@@ -366,54 +363,80 @@ extension ChatService {
 
     /// Sends a member's next pushes while its window has room.
     private mutating func pump(_ key: AddressKey, now: Instant) {
-        guard var member = room.members[key] else { return }
-        if let oldest = room.history.first?.seq, member.next < oldest {
+        // The member is changed where it lies (through its dictionary
+        // index): a copy taken out and written back would share its pushes
+        // array and copy it on every append.
+        guard let slot = room.members.index(forKey: key) else { return }
+        if let oldest = room.history.first?.seq, room.members.values[slot].next < oldest {
             drop(key, reason: .behind)
             return
         }
-        while member.pushes.count < configuration.room.window, member.next <= room.lastSeq,
-            let start = room.history.index(atOrAfter: member.next)
+        while room.members.values[slot].pushes.count < configuration.room.window,
+            room.members.values[slot].next <= room.lastSeq,
+            let start = room.history.index(atOrAfter: room.members.values[slot].next)
         {
             let id = room.newPushID()
-            let range = entries(from: start, batch: member.batch, id: id)
+            let range = entries(from: start, batch: room.members.values[slot].batch, id: id)
             let last = room.history[range.upperBound - 1].seq
-            room.pushes[id] = Push(member: key, first: room.history[start].seq, last: last, attempts: 1, firstSent: now)
-            member.pushes.append(id)
-            member.next = last + 1
-            send(id, room.history[range], to: member)
-            timers.schedule(.push(id), at: now + retryDelay(afterSend: 1))
+            let due = now + retryDelay(afterSend: 1)
+            room.pushes[id] = Push(
+                member: key, first: room.history[start].seq, last: last, attempts: 1, firstSent: now, due: due)
+            room.members.values[slot].pushes.append(id)
+            room.members.values[slot].next = last + 1
+            send(id, range, to: room.members.values[slot])
+            if room.members.values[slot].pushesDue.map({ due < $0 }) ?? true {
+                room.members.values[slot].pushesDue = due
+                timers.schedule(.pushes(key), at: due)
+            }
         }
-        room.members[key] = member
     }
 
     /// The history positions of one push starting at `start`: one message
     /// in the basic format; in BATCH, as many as fit in one datagram.
     private func entries(from start: Int, batch: Bool, id: UInt32) -> Range<Int> {
         guard batch else { return start..<(start + 1) }
-        var size = ChatReply.pushHeaderSize(id: id) + 1 + ChatReply.entrySize(room.history[start])
+        var size = ChatReply.pushHeaderSize(id: id) + 1 + room.history.entry(at: start).count
         var end = start + 1
         while end < room.history.count, room.history[end].seq <= room.lastSeq {
-            size += 1 + ChatReply.entrySize(room.history[end])
+            size += 1 + room.history.entry(at: end).count
             guard size <= maxDatagramSize else { break }
             end += 1
         }
         return start..<end
     }
 
-    private mutating func send(_ id: UInt32, _ messages: some Collection<ChatMessage>, to member: Member) {
+    /// Sends the push `id` of the history positions `range`.
+    private mutating func send(_ id: UInt32, _ range: Range<Int>, to member: Member) {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(maxDatagramSize)
-        ChatReply.push(id: id, messages, into: &bytes)
+        let history = room.history
+        ChatReply.push(id: id, entries: range.lazy.map { history.entry(at: $0) }, into: &bytes)
         transmits.append(Transmit(destination: member.endpoint, socket: member.socket, bytes: bytes))
         counters.pushes += 1
     }
 
-    mutating func pushTimedOut(_ id: UInt32, now: Instant) {
-        guard var push = room.pushes[id] else { return }
-        guard let member = room.members[push.member] else {
-            room.pushes[id] = nil
-            return
+    /// The earliest deadline of a member's pushes came: every push of its
+    /// that is due is sent again or given up, and the timer is set for the
+    /// next. One timer per member rather than per push: a push that is
+    /// acknowledged, the common case, then costs no timer work at all.
+    mutating func pushesDue(_ key: AddressKey, now: Instant) {
+        guard let ids = room.members[key]?.pushes else { return }
+        room.members[key]!.pushesDue = nil
+        for id in ids where room.pushes[id].map({ $0.due <= now }) ?? false {
+            pushTimedOut(id, now: now)
+            guard room.members[key] != nil else { return }  // dropped
         }
+        // Pushes sent meanwhile (a give-up opened the window) set the timer
+        // already; only an earlier deadline moves it.
+        let next = room.members[key]!.pushes.compactMap { room.pushes[$0]?.due }.min()
+        if let next, room.members[key]!.pushesDue.map({ next < $0 }) ?? true {
+            room.members[key]!.pushesDue = next
+            timers.schedule(.pushes(key), at: next)
+        }
+    }
+
+    private mutating func pushTimedOut(_ id: UInt32, now: Instant) {
+        guard var push = room.pushes[id], let member = room.members[push.member] else { return }
         guard push.attempts < configuration.room.maxAttempts else {
             if let acknowledged = member.lastAcknowledged, acknowledged >= push.firstSent {
                 // It acknowledged other pushes meanwhile: reachable, and this
@@ -433,10 +456,10 @@ extension ChatService {
         var end = start + 1
         while end < room.history.count, room.history[end].seq <= push.last { end += 1 }
         push.attempts += 1
+        push.due = now + retryDelay(afterSend: push.attempts)
         room.pushes[id] = push
-        send(id, room.history[start..<end], to: member)
+        send(id, start..<end, to: member)
         counters.retransmissions += 1
-        timers.schedule(.push(id), at: now + retryDelay(afterSend: push.attempts))
     }
 
     /// timeout × backoff^(n-1) after the n-th send, at most a day.

@@ -226,8 +226,9 @@ public struct ChatService {
     enum Timer: Hashable, Sendable {
         case snapshot
         case cookieRotation
-        /// A push's retransmission or, after its last send, its give-up.
-        case push(UInt32)
+        /// The earliest retransmission (or, after its last send, give-up)
+        /// among a member's pushes.
+        case pushes(AddressKey)
         /// When a member's silence would reach the presence TTL.
         case presence(AddressKey)
     }
@@ -405,8 +406,8 @@ public struct ChatService {
             case .cookieRotation:
                 timers.schedule(.cookieRotation, at: now + Self.cookieRotationInterval)
                 cookies.rotate()
-            case .push(let id):
-                pushTimedOut(id, now: now)
+            case .pushes(let key):
+                pushesDue(key, now: now)
             case .presence(let key):
                 presenceDue(key, now: now)
             }

@@ -20,7 +20,7 @@ public struct RoomConfiguration: Equatable, Sendable {
     public init(
         history: Int = 2048, presenceTTL: Duration = .seconds(120), messagesPerSecond: Double = 5,
         messagesBurst: Int = 20, deliveryTimeout: Duration = .milliseconds(1000), backoff: Double = 2,
-        maxAttempts: Int = 5, window: Int = 8
+        maxAttempts: Int = 5, window: Int = 32
     ) {
         self.history = history
         self.presenceTTL = presenceTTL

@@ -28,10 +28,30 @@
 // of attempts is undelivered, and so is every line queued behind it (the
 // server is not answering; each would wait as long in turn).
 //
-// Messages. Every push is acknowledged, every copy, duplicates included
-// (the server retransmits until one ACK arrives). Messages are printed in
-// seq order, each once: `printed` is the newest seq printed, a push at or
-// below it or already held is a duplicate, one beyond the next is held
+// Acknowledgements. Every push is acknowledged, every copy, duplicates
+// included (the server retransmits until an ACK covers it), in the format
+// the last JOIN's answer granted. Every JOIN asks for BATCH (unless
+// `settings.batch` is off); an answer ending `BATCH <window>` makes ACKs
+// cumulative and delayed: `ACK <sid> <printed>` says the push `sid` (the
+// newest received) and every message up to `printed` arrived, and goes
+// out once `batchAckEvery(window)` pushes wait for it or `batchAckDelay`
+// after the oldest of them, whichever comes first, but at once for a
+// duplicate push (our ACK was lost or late: the server is retransmitting)
+// or one out of order (its first seq past `printed + 1`). A two-field
+// answer gets the basic `ACK <sid>` per push, which both formats accept,
+// and so does any push before the first answer (the format is not known
+// yet) or after LEAVE went (nothing is left to wait for). A server from
+// before BATCH answers a BATCH JOIN `ERROR MALFORMED`: the session JOINs
+// again at once without it, and asks BATCH again only when the server may
+// have changed (a renewed cookie: it restarted). A forged
+// push is ACKed like any other; its sid names nothing in flight, so such
+// an ACK is ignored by the server, and what it would have covered is
+// retransmitted and acknowledged again as a duplicate.
+//
+// Messages. A push carries one message or, in BATCH, several in ascending
+// seq order; each entry is taken as if it came alone. Messages are printed
+// in seq order, each once: `printed` is the newest seq printed, an entry at
+// or below it or already held is a duplicate, one beyond the next is held
 // (at most `maxHeldPushes`: past that the farthest is dropped, still ACKed).
 // `newest` is the newest seq heard of (from pushes, SAY answers, JOIN and
 // HISTORY); while `printed < newest` the session is behind, and after
@@ -76,6 +96,19 @@
 /// free to send, so that they cannot grow the session's memory.
 public let maxHeldPushes = 1024
 
+/// In the BATCH format, how long the first unacknowledged push waits for
+/// others to share its ACK (PROTOCOL.md, "When a BATCH client
+/// acknowledges"): far below the server's retransmission timeout, so a
+/// delayed ACK never causes a retransmission.
+public let batchAckDelay = Duration.milliseconds(10)
+
+/// In the BATCH format, how many unacknowledged pushes make the ACK go at
+/// once: half the server's window, so pushes keep flowing while the ACK is
+/// on its way, and at most 4, so a wide window does not hold ACKs back.
+public func batchAckEvery(window: Int) -> Int {
+    min(4, max(1, window / 2))
+}
+
 /// How `chat talk` behaves, beyond the retry rules of each request.
 public struct TalkSettings: Equatable, Sendable {
     /// Timeout, backoff and attempts of every request ([client]).
@@ -90,10 +123,13 @@ public struct TalkSettings: Equatable, Sendable {
     /// Lines waiting to be sent beyond which the session takes no more input
     /// for now (`acceptsInput`), so a large paste is read as it is sent.
     public var queueLimit: Int
+    /// Whether JOIN asks for the BATCH format (`chat talk --no-batch` turns
+    /// it off, to speak the basic format to any server).
+    public var batch: Bool
 
     public init(
         requests: HandshakeSettings = HandshakeSettings(), keepalive: Duration = .seconds(25),
-        hold: Duration = .seconds(1), historyRounds: Int = 3, queueLimit: Int = 64
+        hold: Duration = .seconds(1), historyRounds: Int = 3, queueLimit: Int = 64, batch: Bool = true
     ) {
         precondition(keepalive > .zero && hold > .zero && historyRounds >= 1 && queueLimit >= 1)
         self.requests = requests
@@ -101,6 +137,7 @@ public struct TalkSettings: Equatable, Sendable {
         self.hold = hold
         self.historyRounds = historyRounds
         self.queueLimit = queueLimit
+        self.batch = batch
     }
 }
 
@@ -226,6 +263,17 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     private var joinLinePending = false
     private var whoAfterJoinLine = false
 
+    /// The BATCH window the last JOIN answer granted; nil in the basic format.
+    public private(set) var batchWindow: Int?
+    /// The server answered a BATCH JOIN MALFORMED (it predates BATCH): JOINs
+    /// go without it until a renewed cookie says the server restarted.
+    private var batchRefused = false
+    /// BATCH: pushes received since the last ACK, the newest one's id, and
+    /// when their ACK is due.
+    private var unacknowledged = 0
+    private var newestPushID: UInt32 = 0
+    private var ackDeadline: Instant?
+
     private var transmits = OutputQueue<[UInt8]>()
     private var outputs = OutputQueue<TalkOutput>()
 
@@ -258,7 +306,8 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     /// When `handleTimeout` is due; nil when nothing waits (or the session is done).
     public func nextTimeout() -> Instant? {
         guard result == nil else { return nil }
-        return [attempts.deadline, keepaliveAt, holdDeadline, throttledUntil, settleDeadline].compactMap { $0 }.min()
+        return [attempts.deadline, keepaliveAt, holdDeadline, throttledUntil, settleDeadline, ackDeadline]
+            .compactMap { $0 }.min()
     }
 
     /// The next datagram to send to the server.
@@ -272,7 +321,7 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     public mutating func start(now: Instant) {
         guard phase == .idle else { return }
         phase = .joining
-        send(.join(id: 0, cookie: 0), tag: .join(first: true), now: now)
+        send(.join(id: 0, cookie: 0, batch: asksBatch), tag: .join(first: true), now: now)
     }
 
     /// One line of input, without its line ending: a command or a message.
@@ -324,15 +373,18 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         else { return }
         switch inbound {
         case .message(let id, let messages):
-            transmits.append(ChatRequest.ack(id: id).bytes)
-            for message in messages { receive(message, now: now) }
+            receive(push: id, messages, now: now)
         case .cookie(let id, let cookie):
             guard attempts.entry(id) != nil,
                 let (retry, renewed) = attempts.cookieAnswered(id, cookie: cookie, now: now, random: &random)
             else { return }
             heard(now: now)
             perform(retry, now: now)
-            if renewed, phase == .joined { rejoin(now: now) }
+            if renewed {
+                // A restarted server may be a newer one: ask for BATCH again.
+                batchRefused = false
+                if phase == .joined { rejoin(now: now) }
+            }
         case .success(let id, let fields):
             guard let entry = attempts.entry(id) else { return }
             succeeded(entry, fields: fields, now: now)
@@ -365,6 +417,9 @@ public struct TalkSession<Random: RandomNumberGenerator> {
             settleDeadline = nil
             leave(now: now)
         }
+        if let due = ackDeadline, due <= now {
+            acknowledge()
+        }
     }
 
     // MARK: - Answers
@@ -374,10 +429,17 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         switch entry.tag {
         case .join(let first):
             // A SUCCESS off the shape is no answer: the attempt runs on.
-            guard fields.count == 2, let name = Username(fields[0]), let last = ChatInbound.seq(fields[1]) else {
-                return
+            guard fields.count == 2 || fields.count == 4, let name = Username(fields[0]),
+                let last = ChatInbound.seq(fields[1])
+            else { return }
+            var window: Int?
+            if fields.count == 4 {
+                guard fields[2] == "BATCH", let granted = Self.window(fields[3]) else { return }
+                // Granted unasked (no server does): the basic ACK is valid in both formats.
+                if case .join(_, _, batch: true) = entry.request { window = granted }
             }
             complete(id, now: now)
+            useFormat(window: window)
             joined(as: name, lastSeq: last, first: first, now: now)
         case .say:
             guard fields.count == 1, let seq = ChatInbound.seq(fields[0]) else { return }
@@ -417,7 +479,12 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         switch entry.tag {
         case .join(let first):
             attempts.complete(id)
-            if reason == .clientNotFound {
+            if reason == .malformed, case .join(_, _, batch: true) = entry.request {
+                // A chatd from before BATCH, whose grammar has no such
+                // field: the same JOIN in the basic format, at once.
+                batchRefused = true
+                send(.join(id: 0, cookie: 0, batch: false), tag: entry.tag, now: now)
+            } else if reason == .clientNotFound {
                 finish(.notRegistered)
             } else if first {
                 finish(.rejected(reason, detail: detail))
@@ -558,12 +625,17 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         guard phase == .joined, !attempts.contains(where: { if case .join = $0 { true } else { false } }) else {
             return
         }
-        send(.join(id: 0, cookie: 0), tag: .join(first: false), now: now)
+        send(.join(id: 0, cookie: 0, batch: asksBatch), tag: .join(first: false), now: now)
     }
+
+    /// Whether the next JOIN asks for BATCH.
+    private var asksBatch: Bool { settings.batch && !batchRefused }
 
     private mutating func leave(now: Instant) {
         guard phase == .joining || phase == .joined else { return }
         phase = .leaving
+        // What the ACK was waiting for arrived: say so before going.
+        acknowledge()
         attempts.cancel { _ in true }
         keepaliveAt = nil
         holdDeadline = nil
@@ -597,6 +669,7 @@ public struct TalkSession<Random: RandomNumberGenerator> {
         holdDeadline = nil
         throttledUntil = nil
         settleDeadline = nil
+        ackDeadline = nil
     }
 
     // MARK: - Lines
@@ -649,6 +722,58 @@ public struct TalkSession<Random: RandomNumberGenerator> {
     }
 
     // MARK: - Messages
+
+    /// A push: its entries taken one by one, then acknowledged in the
+    /// format the server granted.
+    private mutating func receive(push id: UInt32, _ messages: [ChatMessage], now: Instant) {
+        // Judged before the entries change `printed` and `held`.
+        let duplicate = messages.allSatisfy { $0.seq <= printed || held[$0.seq] != nil }
+        let outOfOrder = (messages.first?.seq ?? 0) > printed + 1
+        guard let window = batchWindow, phase == .joined else {
+            // Basic, or the format is not known yet (before the first JOIN's
+            // answer), or leaving: one ACK per push, valid in both formats.
+            transmits.append(ChatRequest.ack(id: id).bytes)
+            for message in messages { receive(message, now: now) }
+            return
+        }
+        // Counted before its entries are taken: if they complete what input
+        // ended waiting for, the LEAVE that follows sends this ACK first.
+        unacknowledged += 1
+        newestPushID = id
+        for message in messages { receive(message, now: now) }
+        guard unacknowledged > 0 else { return }
+        if duplicate || outOfOrder || unacknowledged >= batchAckEvery(window: window) {
+            acknowledge()
+        } else if ackDeadline == nil {
+            ackDeadline = now + batchAckDelay
+        }
+    }
+
+    /// BATCH: the ACK of every push received since the last one, now:
+    /// `ACK <newest sid> <printed>`, printed being the newest seq up to which
+    /// every message is printed or given up as missed.
+    private mutating func acknowledge() {
+        ackDeadline = nil
+        guard unacknowledged > 0 else { return }
+        unacknowledged = 0
+        transmits.append(ChatRequest.ack(id: newestPushID, through: printed).bytes)
+    }
+
+    /// Takes the format a JOIN's answer granted (`window` nil: basic). ACKs
+    /// still waiting go out first, as they were promised.
+    private mutating func useFormat(window: Int?) {
+        if window == nil { acknowledge() }
+        batchWindow = window
+    }
+
+    /// A BATCH window field: decimal digits. chatd's window is at most 1024,
+    /// but a wider one only means `batchAckEvery`'s cap, so any that fits is taken.
+    private static func window(_ field: String) -> Int? {
+        guard (1...18).contains(field.utf8.count), field.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+            return nil
+        }
+        return Int(field)
+    }
 
     private mutating func receive(_ message: ChatMessage, now: Instant) {
         newest = max(newest, message.seq)

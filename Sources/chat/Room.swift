@@ -41,6 +41,9 @@ extension Chat {
         @Option(help: ArgumentHelp("Seconds between keepalive JOINs, which keep membership and NAT mappings alive. Default: client.keepalive_s (\(Config.defaults.client.keepaliveSeconds)).", valueName: "s"))
         var keepalive: Int?
 
+        @Flag(help: "Speak the basic format: one message per push and one ACK per push. By default JOIN asks for BATCH (several messages per push, one ACK for several pushes: fewer datagrams for the server), and a server without it is spoken to in the basic format anyway; this is for comparing the two.")
+        var noBatch = false
+
         @OptionGroup var options: ClientOptions
 
         func validate() throws {
@@ -55,7 +58,7 @@ extension Chat {
             let resolved = options.resolve()
             let settings = TalkSettings(
                 requests: resolved.settings,
-                keepalive: .seconds(keepalive ?? resolved.file.client.keepaliveSeconds))
+                keepalive: .seconds(keepalive ?? resolved.file.client.keepaliveSeconds), batch: !noBatch)
             let server = resolved.server
             let json = json
             let outcome: Client.TalkOutcome

@@ -58,7 +58,7 @@ private func rejection(_ text: String) -> ConfigError? {
         #expect(config.delivery.timeoutMilliseconds == 1000)
         #expect(config.delivery.backoff == 2.0)
         #expect(config.delivery.maxAttempts == 5)
-        #expect(config.delivery.window == 8)
+        #expect(config.delivery.window == 32)
         #expect(config.log.level == .info)
     }
 
@@ -224,7 +224,7 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
             timeout_ms = 1000
             backoff = 2.0
             max_attempts = 5
-            window = 8
+            window = 32
 
             [log]
             level = "info"

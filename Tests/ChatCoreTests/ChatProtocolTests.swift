@@ -358,7 +358,8 @@ private func say(_ text: [UInt8]) -> [UInt8] { utf8("CHAT/1 1 SAY \(cookieText) 
         #expect(ChatInbound(bytes) == .message(id: 9, messages))
         #expect(ChatInbound(bytes + utf8("\r\n")) == .message(id: 9, messages))
         // The sizes the server plans pushes with are the sizes written.
-        #expect(bytes.count == ChatReply.pushHeaderSize(id: 9) + messages.map { 1 + ChatReply.entrySize($0) }.reduce(0, +))
+        let entryBytes: Int = messages.map { 1 + ChatReply.entry($0).count }.reduce(0, +)
+        #expect(bytes.count == ChatReply.pushHeaderSize(id: 9) + entryBytes)
         var one: [UInt8] = []
         ChatReply.push(id: 9, messages.prefix(1), into: &one)
         #expect(String(decoding: one, as: UTF8.self) == "CHAT/1 9 MESSAGE 2 1796205721001 u1   text 1 ")

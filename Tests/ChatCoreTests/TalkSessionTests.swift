@@ -22,12 +22,12 @@ private struct Harness {
     var session: TalkSession<SplitMix64>
     var now = t0
 
-    init(attempts: Int = 3, keepalive: Duration = .seconds(25), hold: Duration = .seconds(1)) {
+    init(attempts: Int = 3, keepalive: Duration = .seconds(25), hold: Duration = .seconds(1), batch: Bool = true) {
         session = TalkSession(
             server: server,
             settings: TalkSettings(
                 requests: HandshakeSettings(timeout: .milliseconds(500), maxAttempts: attempts, backoff: 2, jitter: 0),
-                keepalive: keepalive, hold: hold),
+                keepalive: keepalive, hold: hold, batch: batch),
             random: SplitMix64(seed: 42))
     }
 
@@ -79,6 +79,16 @@ private struct Harness {
         reply("CHAT/1 \(id) MESSAGE \(seq) 1700000000000 \(from) \(text)")
     }
 
+    /// A BATCH push of several entries, one per line, each bob saying hi.
+    mutating func push(id: UInt32, seqs: [UInt64]) {
+        reply("CHAT/1 \(id) MESSAGE " + seqs.map { "\($0) 1700000000000 bob hi" }.joined(separator: "\n"))
+    }
+
+    /// The ACKs sent since the last call, as (push id, cumulative seq).
+    mutating func acks() -> [Ack] {
+        sent().compactMap { if case .ack(let id, let through) = $0 { Ack(id, through) } else { nil } }
+    }
+
     mutating func input(_ line: String) { session.input(Array(line.utf8), now: now) }
 
     /// Moves time on by `duration`, firing every deadline on the way.
@@ -95,8 +105,10 @@ private struct Harness {
     /// in history, for `duration`, a second at a time: JOIN is answered with
     /// `last`, HISTORY with what follows its after_seq, and those messages
     /// are pushed again, as chatd does. Returns how many HISTORYs came.
+    /// `window`: the BATCH window granted to a JOIN that asks for it (nil:
+    /// a server without BATCH, which answers with two fields).
     @discardableResult
-    mutating func serve(for duration: Duration, last: UInt64) -> Int {
+    mutating func serve(for duration: Duration, last: UInt64, window: Int? = nil) -> Int {
         var histories = 0
         let end = now + duration
         while now < end {
@@ -109,8 +121,8 @@ private struct Harness {
                     if after < last {
                         for seq in (after + 1)...last { push(id: 3_500_000_000 + UInt32(seq), seq: seq) }
                     }
-                case .join(let id, _, _):
-                    reply("CHAT/1 \(id) SUCCESS alice \(last)")
+                case .join(let id, _, let batch):
+                    reply("CHAT/1 \(id) SUCCESS alice \(last)" + (batch ? window.map { " BATCH \($0)" } ?? "" : ""))
                 default:
                     break
                 }
@@ -121,13 +133,17 @@ private struct Harness {
 
     /// Started and joined with the cookie, the room's last seq `last`, and
     /// the "joined" WHO answered; everything sent or shown so far is read.
-    static func joined(last: UInt64 = 5, attempts: Int = 3, hold: Duration = .seconds(1)) throws -> Harness {
+    /// `window`: the server grants BATCH with this window (nil: it answers
+    /// in the basic format, as a server without BATCH would).
+    static func joined(
+        last: UInt64 = 5, attempts: Int = 3, hold: Duration = .seconds(1), window: Int? = nil
+    ) throws -> Harness {
         var h = Harness(attempts: attempts, hold: hold)
         h.session.start(now: h.now)
         let join = try h.next()
         h.reply("CHAT/1 \(join.id) COOKIE \(cookieText)")
         let again = try h.next()
-        h.reply("CHAT/1 \(again.id) SUCCESS alice \(last)")
+        h.reply("CHAT/1 \(again.id) SUCCESS alice \(last)" + (window.map { " BATCH \($0)" } ?? ""))
         let who = try h.next()
         h.reply("CHAT/1 \(who.id) SUCCESS 2 alice bob")
         _ = h.outputs()
@@ -389,7 +405,7 @@ private struct Harness {
         var h = try Harness.joined(last: 5)
         h.advance(.seconds(25))
         let join = try h.next()
-        #expect(join == .join(id: join.id, cookie: cookie))
+        #expect(join == .join(id: join.id, cookie: cookie, batch: true))
         h.reply("CHAT/1 \(join.id) SUCCESS alice 9")
         let history = try h.next()
         #expect(history == .history(id: history.id, cookie: cookie, afterSeq: 5))
@@ -539,6 +555,292 @@ private struct Harness {
         #expect(h.session.heldCount <= maxHeldPushes)
     }
 
+    // MARK: The BATCH format
+
+    @Test func everyJoinAsksForBatchTheKeepaliveToo() throws {
+        var h = Harness()
+        h.session.start(now: h.now)
+        let first = try h.next()
+        #expect(first == .join(id: first.id, cookie: 0, batch: true))
+        h.reply("CHAT/1 \(first.id) COOKIE \(cookieText)")
+        let again = try h.next()
+        #expect(again == .join(id: again.id, cookie: cookie, batch: true))
+        h.reply("CHAT/1 \(again.id) SUCCESS alice 5 BATCH 8")
+        #expect(h.session.batchWindow == 8)
+        h.reply("CHAT/1 \(try h.next().id) SUCCESS 1 alice")
+        h.advance(.seconds(25))
+        let keepalive = try h.next()
+        #expect(keepalive == .join(id: keepalive.id, cookie: cookie, batch: true))
+    }
+
+    @Test func aJoinAnswerWithABadBatchFieldIsNoAnswer() throws {
+        var h = Harness()
+        h.session.start(now: h.now)
+        let join = try h.next()
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 5 BATCH x")
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 5 WINDOW 8")
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 5 BATCH")
+        #expect(h.session.username == nil)
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 5 BATCH 16")
+        #expect(h.session.username == name("alice"))
+        #expect(h.session.batchWindow == 16)
+    }
+
+    @Test func withoutBatchInTheSettingsJoinAsksTheBasicFormat() throws {
+        var h = Harness(batch: false)
+        h.session.start(now: h.now)
+        let join = try h.next()
+        #expect(join == .join(id: join.id, cookie: 0, batch: false))
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 5")
+        #expect(h.session.batchWindow == nil)
+        h.reply("CHAT/1 \(try h.next().id) SUCCESS 1 alice")
+        h.push(id: 2_000_000_006, seq: 6)
+        #expect(h.acks() == [Ack(2_000_000_006)])
+    }
+
+    @Test func aBatchGrantAcknowledgesOnceForFourPushes() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        for seq in UInt64(6)...8 { h.push(id: 2_000_000_000 + UInt32(seq), seq: seq) }
+        #expect(h.acks().isEmpty)
+        #expect(h.printedSeqs() == [6, 7, 8])
+        // The fourth: min(4, 8 / 2) pushes wait, so the ACK goes now, naming
+        // the newest push and covering every seq up to the last printed.
+        h.push(id: 2_000_000_009, seq: 9)
+        #expect(h.acks() == [Ack(2_000_000_009, 9)])
+        // Nothing waits any more: no deadline of its own.
+        h.advance(.milliseconds(50))
+        #expect(h.acks().isEmpty)
+    }
+
+    @Test(arguments: [(1, 1), (2, 1), (3, 1), (6, 3), (8, 4), (1024, 4)])
+    func theAckCountIsHalfTheWindowAtMostFour(window: Int, every: Int) throws {
+        #expect(batchAckEvery(window: window) == every)
+        var h = try Harness.joined(last: 5, window: window)
+        for seq in UInt64(6)..<UInt64(6 + every - 1) { h.push(id: 2_000_000_000 + UInt32(seq), seq: seq) }
+        #expect(h.acks().isEmpty)
+        let last = UInt64(5 + every)
+        h.push(id: 2_000_000_000 + UInt32(last), seq: last)
+        #expect(h.acks() == [Ack(2_000_000_000 + UInt32(last), last)])
+    }
+
+    @Test func aDelayedAckGoesTenMillisecondsAfterTheOldestPush() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        let first = h.now
+        h.push(id: 2_000_000_006, seq: 6)
+        #expect(h.session.nextTimeout() == first + batchAckDelay)
+        h.advance(.milliseconds(6))
+        h.push(id: 2_000_000_007, seq: 7)
+        // The second push does not move the deadline: it is the oldest's.
+        #expect(h.session.nextTimeout() == first + batchAckDelay)
+        h.advance(.microseconds(3_999))
+        #expect(h.acks().isEmpty)
+        h.advance(.microseconds(1))
+        #expect(h.acks() == [Ack(2_000_000_007, 7)])
+        #expect(h.printedSeqs() == [6, 7])
+        // The next push starts a new wait.
+        h.advance(.seconds(1))
+        h.push(id: 2_000_000_008, seq: 8)
+        h.advance(.milliseconds(9))
+        #expect(h.acks().isEmpty)
+        h.advance(.milliseconds(1))
+        #expect(h.acks() == [Ack(2_000_000_008, 8)])
+    }
+
+    @Test func aDuplicatePushIsAcknowledgedAtOnce() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        h.push(id: 2_000_000_006, seq: 6)
+        #expect(h.acks().isEmpty)
+        // The server sent it again: our ACK was lost or is late. Say so now.
+        h.push(id: 2_000_000_006, seq: 6)
+        #expect(h.acks() == [Ack(2_000_000_006, 6)])
+        // A copy of a push already acknowledged, or older than the join.
+        h.push(id: 2_000_000_005, seq: 5)
+        #expect(h.acks() == [Ack(2_000_000_005, 6)])
+        #expect(h.printedSeqs() == [6])
+        #expect(h.session.nextTimeout().map { $0 > h.now + .seconds(1) } == true)
+    }
+
+    @Test func aPushOutOfOrderIsAcknowledgedAtOnceWithTheContiguousSeq() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        h.push(id: 2_000_000_006, seq: 6)
+        // 7 is lost on the way: 8 comes out of order, and its ACK covers
+        // what came in order (up to 6) with it, at once.
+        h.push(id: 2_000_000_008, seq: 8)
+        #expect(h.acks() == [Ack(2_000_000_008, 6)])
+        #expect(h.printedSeqs() == [6])
+        // 7 retransmitted fills the hole: in order again, so it waits.
+        h.advance(.milliseconds(300))
+        h.push(id: 2_000_000_007, seq: 7)
+        #expect(h.acks().isEmpty)
+        #expect(h.printedSeqs() == [7, 8])
+        h.advance(batchAckDelay)
+        #expect(h.acks() == [Ack(2_000_000_007, 8)])
+        // A held push arriving again is a duplicate too.
+        h.push(id: 2_000_000_010, seq: 10)
+        h.push(id: 2_000_000_010, seq: 10)
+        #expect(h.acks() == [Ack(2_000_000_010, 8), Ack(2_000_000_010, 8)])
+    }
+
+    @Test func aBatchPushIsPrintedEntryByEntryAndOverlapsAreNotDuplicates() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        h.push(id: 2_000_000_001, seqs: [6, 7, 8])
+        #expect(h.printedSeqs() == [6, 7, 8])
+        #expect(h.acks().isEmpty)
+        // After a HISTORY the server may push from an earlier seq again: a
+        // push with something new is not a duplicate, and waits.
+        h.push(id: 2_000_000_002, seqs: [7, 8, 9, 10])
+        #expect(h.printedSeqs() == [9, 10])
+        #expect(h.acks().isEmpty)
+        h.advance(batchAckDelay)
+        #expect(h.acks() == [Ack(2_000_000_002, 10)])
+        h.push(id: 2_000_000_002, seqs: [7, 8, 9, 10])
+        #expect(h.acks() == [Ack(2_000_000_002, 10)])
+        #expect(h.outputs().isEmpty)
+    }
+
+    @Test func aBatchPushWithAHoleInsideItIsHeldAndFilledWithHistory() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        // 7 and 8 missing from the middle (a server's history after a crash
+        // without a journal has such gaps, and a forger can write anything).
+        h.push(id: 2_000_000_001, seqs: [6, 9, 10])
+        #expect(h.printedSeqs() == [6])
+        #expect(h.session.heldCount == 2)
+        h.advance(batchAckDelay)
+        #expect(h.acks() == [Ack(2_000_000_001, 6)])
+        h.advance(.seconds(1) - batchAckDelay)
+        let history = try h.next()
+        #expect(history == .history(id: history.id, cookie: cookie, afterSeq: 6))
+        h.reply("CHAT/1 \(history.id) SUCCESS 7 10")
+        h.push(id: 2_000_000_002, seqs: [7, 8, 9, 10])
+        #expect(h.printedSeqs() == [7, 8, 9, 10])
+        h.advance(batchAckDelay)
+        #expect(h.acks() == [Ack(2_000_000_002, 10)])
+    }
+
+    @Test func aHoleHistoryNoLongerHoldsCountsInTheAckSeq() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        h.advance(.seconds(25))
+        h.reply("CHAT/1 \(try h.next().id) SUCCESS alice 12 BATCH 8")
+        let history = try h.next()
+        h.reply("CHAT/1 \(history.id) SUCCESS 10 12")
+        #expect(h.notices() == [.missed(first: 6, last: 9)])
+        // Printing goes on at 10: the ACK says every seq up to 12 is done
+        // with, the ones given up included.
+        h.push(id: 2_000_000_010, seqs: [10, 11, 12])
+        h.advance(batchAckDelay)
+        #expect(h.acks() == [Ack(2_000_000_010, 12)])
+    }
+
+    @Test func aForgedSeqFarAheadInsideABatchIsOnlyAClaim() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        h.push(id: 1_234_567_890, seqs: [6, 5 + 1_000_000_000])
+        #expect(h.printedSeqs() == [6])
+        // HISTORY's answer says the room ends at 6: nothing skipped, nothing
+        // reported missed, and the session is not stuck behind the claim.
+        #expect(h.serve(for: .seconds(120), last: 6, window: 8) >= 1)
+        #expect(h.outputs().isEmpty)
+        #expect(h.session.printed == 6)
+        #expect(h.session.heldCount == 0)
+        h.push(id: 1_234_567_891, seqs: [7, 8])
+        #expect(h.printedSeqs() == [7, 8])
+    }
+
+    @Test func aServerWithoutBatchAnswersMalformedAndIsJoinedInTheBasicFormat() throws {
+        var h = Harness()
+        h.session.start(now: h.now)
+        let asked = try h.next()
+        #expect(asked == .join(id: asked.id, cookie: 0, batch: true))
+        // chatd before BATCH: the extra field is off its grammar, refused
+        // before the cookie is even looked at.
+        h.reply("CHAT/1 \(asked.id) ERROR MALFORMED")
+        let basic = try h.next()
+        #expect(basic == .join(id: basic.id, cookie: 0, batch: false))
+        h.reply("CHAT/1 \(basic.id) COOKIE \(cookieText)")
+        let again = try h.next()
+        #expect(again == .join(id: again.id, cookie: cookie, batch: false))
+        h.reply("CHAT/1 \(again.id) SUCCESS alice 5")
+        #expect(h.session.result == nil)
+        #expect(h.session.batchWindow == nil)
+        h.reply("CHAT/1 \(try h.next().id) SUCCESS 1 alice")
+        #expect(h.notices() == [.joined(name("alice"), online: 1)])
+        h.push(id: 2_000_000_006, seq: 6)
+        #expect(h.acks() == [Ack(2_000_000_006)])
+        // The keepalive does not ask again: that server will not change its mind.
+        h.advance(.seconds(25))
+        let keepalive = try h.next()
+        #expect(keepalive == .join(id: keepalive.id, cookie: cookie, batch: false))
+        h.reply("CHAT/1 \(keepalive.id) SUCCESS alice 6")
+        // A renewed cookie means the server restarted, perhaps as a newer
+        // chatd: the JOIN that follows asks for BATCH again.
+        h.input("hello")
+        let say = try h.next()
+        h.reply("CHAT/1 \(say.id) COOKIE 00000000000000aa")
+        let sent = h.sent()
+        #expect(sent.contains { $0 == .join(id: $0.id, cookie: 0xaa, batch: true) })
+    }
+
+    @Test func malformedToABasicJoinStillEndsTheSession() throws {
+        var h = Harness(batch: false)
+        h.session.start(now: h.now)
+        h.reply("CHAT/1 \(try h.next().id) ERROR MALFORMED")
+        #expect(h.session.result == .rejected(.malformed, detail: nil))
+    }
+
+    @Test func aTwoFieldAnswerToABatchJoinKeepsPerPushAcks() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        h.push(id: 2_000_000_006, seq: 6)
+        // The keepalive's answer takes BATCH away: the ACK that waited goes
+        // out at once, and from then on every push has its own.
+        h.advance(.seconds(25) - .milliseconds(1))
+        #expect(h.acks() == [Ack(2_000_000_006, 6)])
+        h.advance(.milliseconds(1))
+        let keepalive = try h.next()
+        h.push(id: 2_000_000_007, seq: 7)
+        h.reply("CHAT/1 \(keepalive.id) SUCCESS alice 7")
+        #expect(h.acks() == [Ack(2_000_000_007, 7)])
+        #expect(h.session.batchWindow == nil)
+        h.push(id: 2_000_000_008, seq: 8)
+        #expect(h.acks() == [Ack(2_000_000_008)])
+    }
+
+    @Test func pushesBeforeTheJoinAnswerAreAcknowledgedOneByOne() throws {
+        var h = Harness()
+        h.session.start(now: h.now)
+        let join = try h.next()
+        // Overtook the JOIN's answer: the format is not known yet.
+        h.push(id: 2_000_000_006, seq: 6)
+        #expect(h.acks() == [Ack(2_000_000_006)])
+        h.reply("CHAT/1 \(join.id) SUCCESS alice 5 BATCH 8")
+        #expect(h.printedSeqs() == [6])
+    }
+
+    @Test func thePushThatLetsTheSessionLeaveIsAcknowledgedBeforeTheLeave() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        h.input("bye")
+        let say = try h.next()
+        h.session.endOfInput(now: h.now)
+        h.reply("CHAT/1 \(say.id) SUCCESS 6")
+        // Its own message back: nothing more to wait for.
+        h.push(id: 4_000_000_006, seqs: [6])
+        let sent = h.sent()
+        #expect(sent.count == 2)
+        #expect(sent.first == .ack(id: 4_000_000_006, through: 6))
+        guard case .leave? = sent.last else { throw Failure("expected LEAVE last, got \(sent)") }
+    }
+
+    @Test func leavingSendsTheAckThatWaited() throws {
+        var h = try Harness.joined(last: 5, window: 8)
+        h.push(id: 2_000_000_006, seq: 6)
+        h.input("/quit")
+        let sent = h.sent()
+        #expect(sent.count == 2)
+        #expect(sent.first == .ack(id: 2_000_000_006, through: 6))
+        let leave = try #require(sent.last)
+        guard case .leave = leave else { throw Failure("expected LEAVE, got \(leave)") }
+        h.reply("CHAT/1 \(leave.id) SUCCESS alice")
+        #expect(h.session.result == .left(undelivered: 0))
+    }
+
     // MARK: Server lost and back
 
     @Test func serverLostIsSaidOnceAndBackWhenAnAnswerComes() throws {
@@ -631,6 +933,17 @@ private struct Harness {
         #expect(h.sent().isEmpty)
         #expect(h.outputs().isEmpty)
     }
+}
+
+/// An ACK as the tests compare it: the push id, and the seq of a cumulative one.
+struct Ack: Equatable, CustomStringConvertible {
+    let id: UInt32
+    let through: UInt64?
+    init(_ id: UInt32, _ through: UInt64? = nil) {
+        self.id = id
+        self.through = through
+    }
+    var description: String { "ACK \(id)" + (through.map { " \($0)" } ?? "") }
 }
 
 struct Failure: Error, CustomStringConvertible {

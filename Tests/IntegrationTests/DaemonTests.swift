@@ -207,7 +207,7 @@ struct DaemonTests {
         #expect(valid.stdout.contains("max_users = 1000000"))
         #expect(valid.stdout.contains("keepalive_s = 25\n"))
         #expect(valid.stdout.contains("[chat]\nhistory = 2048\npresence_ttl_s = 120\nmessages_per_s = 5.0\nmessages_burst = 20\n"))
-        #expect(valid.stdout.contains("[delivery]\ntimeout_ms = 1000\nbackoff = 2.0\nmax_attempts = 5\nwindow = 8\n"))
+        #expect(valid.stdout.contains("[delivery]\ntimeout_ms = 1000\nbackoff = 2.0\nmax_attempts = 5\nwindow = 32\n"))
 
         try "[registry]\nmax_users = 0\n".write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         let invalid = try runProgram(Binaries.chatd, ["--check-config", "--config", daemon.configPath])

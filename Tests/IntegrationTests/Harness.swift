@@ -25,6 +25,10 @@ enum Binaries {
     static var chat: URL { directory.appendingPathComponent("chat") }
 }
 
+/// Whether the fault tests too heavy for `make test` run: `make
+/// chat-fault-test` sets CHATD_FAULT_TESTS.
+let heavyFaultTests = ProcessInfo.processInfo.environment["CHATD_FAULT_TESTS"] != nil
+
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
 }
@@ -210,5 +214,13 @@ final class Daemon {
             case .processed(let (reply, _)) = try socket.receive()
         else { return nil }
         return reply
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded up (a wait that ends early only loops).
+    var roundedUpMilliseconds: Int {
+        let (seconds, attoseconds) = components
+        return Int(seconds) * 1000 + Int((attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
     }
 }
