@@ -9,6 +9,7 @@
 // command tree and its help; each subcommand has a file of its own.
 
 import ArgumentParser
+import ChatCore
 import ChatSystem
 
 @main
@@ -74,6 +75,37 @@ struct Bench: ParsableCommand {
         address's offset from 127.1.0.1: loadgen.c's names, so that both
         generators can take turns against one server.
         """
+}
+
+extension ClientAddresses {
+    /// `--source-base` and a count of sockets (`noun`: what they are) as
+    /// addresses, or the option's error.
+    static func sources(_ sourceBase: String, count: Int, of noun: String) throws -> [UInt32] {
+        guard case .v4(let base)? = IPAddress(sourceBase) else {
+            throw ValidationError("--source-base must be an IPv4 address in 127.0.0.0/8, got \(sourceBase)")
+        }
+        guard let addresses = range(from: base, count: count) else {
+            throw ValidationError(
+                "--source-base \(sourceBase) with \(count) \(noun) leaves 127.0.0.0/8 (the last address would be \(IPAddress.v4(base &+ UInt32(count - 1))))")
+        }
+        return addresses
+    }
+}
+
+/// Runs a measurement; the errors of the system and of the run end the
+/// program with their message.
+func runReportingErrors(_ measure: () throws -> Void) throws {
+    do {
+        try measure()
+    } catch let error as BenchError {
+        fail(error.description)
+    } catch let error as ResolutionError {
+        fail(error.description)
+    } catch let error as SystemError where error.errno == 99 {  // EADDRNOTAVAIL
+        fail("\(error): the source addresses must be local (127.0.0.0/8 is, on Linux)")
+    } catch let error as SystemError {
+        fail(error.description)
+    }
 }
 
 /// Prints `chatd-bench: <message>` on stderr and exits 1.

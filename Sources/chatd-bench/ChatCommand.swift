@@ -139,30 +139,9 @@ struct ChatCommand: ParsableCommand {
         _ = try sources()
     }
 
-    private func sources() throws -> [UInt32] {
-        guard case .v4(let base)? = IPAddress(sourceBase) else {
-            throw ValidationError("--source-base must be an IPv4 address in 127.0.0.0/8, got \(sourceBase)")
-        }
-        guard let range = ClientAddresses.range(from: base, count: members) else {
-            throw ValidationError(
-                "--source-base \(sourceBase) with \(members) members leaves 127.0.0.0/8 (the last address would be \(IPAddress.v4(base &+ UInt32(members - 1))))")
-        }
-        return range
-    }
+    private func sources() throws -> [UInt32] { try ClientAddresses.sources(sourceBase, count: members, of: "members") }
 
-    func run() throws {
-        do {
-            try measure()
-        } catch let error as BenchError {
-            fail(error.description)
-        } catch let error as ResolutionError {
-            fail(error.description)
-        } catch let error as SystemError where error.errno == 99 {  // EADDRNOTAVAIL
-            fail("\(error): the source addresses must be local (127.0.0.0/8 is, on Linux)")
-        } catch let error as SystemError {
-            fail(error.description)
-        }
-    }
+    func run() throws { try runReportingErrors(measure) }
 
     private func measure() throws {
         let address = try UDPSocket.resolve(host: server)

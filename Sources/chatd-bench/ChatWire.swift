@@ -313,17 +313,6 @@ extension Wire {
 
     /// 16 lowercase hex digits from `start`.
     private static func hex64(_ bytes: UnsafeRawBufferPointer, from start: Int) -> UInt64? {
-        var value: UInt64 = 0
-        for index in start..<(start + 16) {
-            let byte = bytes[index]
-            let digit: UInt8
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-            default: return nil
-            }
-            value = value << 4 | UInt64(digit)
-        }
-        return value
+        CookieText.parse(bytes[start..<(start + 16)])
     }
 }
