@@ -65,7 +65,8 @@ install: build
 	    -e 's|/etc/chatd/|$(SYSCONFDIR)/chatd/|g' -e 's|/usr/share/doc/chatd/|$(DOCDIR)/|g' \
 	    systemd/chatd.service > $(DESTDIR)$(UNITDIR)/chatd.service
 	sed -e 's|/usr/share/doc/chatd/|$(DOCDIR)/|g' systemd/chatd.socket > $(DESTDIR)$(UNITDIR)/chatd.socket
-	chmod 0644 $(DESTDIR)$(UNITDIR)/chatd.service $(DESTDIR)$(UNITDIR)/chatd.socket
+	sed -e 's|/usr/share/doc/chatd/|$(DOCDIR)/|g' systemd/chatd-control.socket > $(DESTDIR)$(UNITDIR)/chatd-control.socket
+	chmod 0644 $(DESTDIR)$(UNITDIR)/chatd.service $(DESTDIR)$(UNITDIR)/chatd.socket $(DESTDIR)$(UNITDIR)/chatd-control.socket
 	install -m 0644 README.md docs/PROTOCOL.md $(DESTDIR)$(DOCDIR)/
 	install -d $(DESTDIR)$(SYSCONFDIR)/chatd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml ]; then \
@@ -77,7 +78,7 @@ install: build
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/chatd $(DESTDIR)$(BINDIR)/chat
-	rm -f $(DESTDIR)$(UNITDIR)/chatd.service $(DESTDIR)$(UNITDIR)/chatd.socket
+	rm -f $(DESTDIR)$(UNITDIR)/chatd.service $(DESTDIR)$(UNITDIR)/chatd.socket $(DESTDIR)$(UNITDIR)/chatd-control.socket
 	rm -rf $(DESTDIR)$(LIBEXECDIR)/chatd $(DESTDIR)$(DOCDIR)
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml and /var/lib/chatd; remove them by hand if wanted"
 

@@ -11,7 +11,7 @@ import PackageDescription
 //   ChatServer  chatd's shell: one epoll loop moving datagrams, time and storage
 //               outcomes between ChatSystem and ChatCore's ChatService
 //   ChatClient  the client library: ChatCore's client machines driven by a UDP socket
-//   chatd, chat thin executables: arguments, config, wiring
+//   chatd, chat, chatctl  thin executables: arguments, config, wiring
 //   chatd-bench a load generator and benchmark driver (`make bench`)
 //   ChatFuzz    the libFuzzer target over ChatCore (`make fuzz`); ChatFuzzHarness holds its checks
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
@@ -22,6 +22,7 @@ let package = Package(
     products: [
         .executable(name: "chatd", targets: ["chatd"]),
         .executable(name: "chat", targets: ["chat"]),
+        .executable(name: "chatctl", targets: ["chatctl"]),
         .executable(name: "chatd-bench", targets: ["chatd-bench"]),
         .library(name: "ChatClient", targets: ["ChatClient"]),
     ],
@@ -69,6 +70,13 @@ let package = Package(
             ],
             swiftSettings: strict),
         .executableTarget(
+            name: "chatctl",
+            dependencies: [
+                "ChatCore", "ChatConfig", "ChatSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
             name: "chatd-bench",
             dependencies: [
                 "ChatCore", "ChatSystem",
@@ -90,7 +98,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ChatCore", "ChatSystem", "chatd", "chat"],
+            dependencies: ["ChatCore", "ChatSystem", "chatd", "chat", "chatctl"],
             swiftSettings: strict),
         .testTarget(
             name: "ChatPropertyTests",

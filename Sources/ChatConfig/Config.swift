@@ -2,8 +2,8 @@
 // config file leaves a key out.
 //
 // Both executables share this one description: chatd reads [server],
-// [registry], [limits], [chat], [delivery] and [log], the chat client reads
-// [client]. Every key has a default so that an empty or missing file is a
+// [registry], [limits], [chat], [delivery], [control] and [log], the chat
+// client reads [client], and chatctl reads [control] to find chatd. Every key has a default so that an empty or missing file is a
 // working configuration, and the values here are only ever built by
 // `Config.parse` (which checks them) or by code that constructs them
 // directly, as tests do.
@@ -143,6 +143,16 @@ public struct Config: Equatable, Sendable {
         }
     }
 
+    /// chatd's control socket, for chatctl.
+    public struct Control: Equatable, Sendable {
+        /// The Unix socket's path; empty turns the control socket off.
+        public var socket: String
+
+        public init(socket: String = "/run/chatd/control") {
+            self.socket = socket
+        }
+    }
+
     public struct Log: Equatable, Sendable {
         /// The least severe level that is written.
         public var level: LogLevel
@@ -161,11 +171,12 @@ public struct Config: Equatable, Sendable {
     public var limits: Limits
     public var chat: Chat
     public var delivery: Delivery
+    public var control: Control
     public var log: Log
 
     public init(
         server: Server = Server(), client: Client = Client(), registry: Registry = Registry(), limits: Limits = Limits(),
-        chat: Chat = Chat(), delivery: Delivery = Delivery(), log: Log = Log()
+        chat: Chat = Chat(), delivery: Delivery = Delivery(), control: Control = Control(), log: Log = Log()
     ) {
         self.server = server
         self.client = client
@@ -173,6 +184,7 @@ public struct Config: Equatable, Sendable {
         self.limits = limits
         self.chat = chat
         self.delivery = delivery
+        self.control = control
         self.log = log
     }
 

@@ -25,6 +25,7 @@ extension Config {
         ("limits", ["rate_per_ip", "burst_per_ip"]),
         ("chat", ["history", "presence_ttl_s", "messages_per_s", "messages_burst"]),
         ("delivery", ["timeout_ms", "backoff", "max_attempts", "window"]),
+        ("control", ["socket"]),
         ("log", ["level", "target"]),
     ]
 
@@ -49,6 +50,8 @@ extension Config {
     static let deliveryBackoffRange = 1.0...10.0
     static let deliveryMaxAttemptsRange = 1...100
     static let windowRange = 1...1_024
+    /// sun_path holds 108 bytes, its terminating NUL included.
+    public static let controlSocketPathLimit = 107
 
     /// Parses and checks the text of a config file. `path` is used only to
     /// name the file in errors. Missing sections and keys take their defaults.
@@ -152,6 +155,16 @@ extension Config {
         config.delivery.maxAttempts = try delivery.integer(
             "max_attempts", in: deliveryMaxAttemptsRange, default: defaults.delivery.maxAttempts)
         config.delivery.window = try delivery.integer("window", in: windowRange, default: defaults.delivery.window)
+
+        let control = sections["control"]!
+        config.control.socket = try control.value("socket", default: defaults.control.socket) { value throws(ConfigError) in
+            let requirement =
+                "must be an absolute path of at most \(controlSocketPathLimit) bytes, or \"\" to turn the control socket off"
+            guard let text = value.string else { throw control.error("socket", "\(requirement), got \(kind(of: value))") }
+            guard text.isEmpty || (text.hasPrefix("/") && !text.hasSuffix("/") && text.utf8.count <= controlSocketPathLimit)
+            else { throw control.error("socket", "\(requirement), got \(quoted(text))") }
+            return text
+        }
 
         let log = sections["log"]!
         config.log.level = try log.oneOf("level", default: defaults.log.level)

@@ -52,6 +52,7 @@ extension Config {
                     ("window", "\(delivery.window)"),
                 ]
             ),
+            ("control", [("socket", quoted(control.socket))]),
             ("log", [("level", quoted(log.level.rawValue)), ("target", quoted(log.target.rawValue))]),
         ]
         return sections.map { name, entries in

@@ -66,6 +66,7 @@ struct Chat: ParsableCommand {
               chat say the build is green
               chat who
             """,
+        version: ChatdVersion.string,
         subcommands: [Join.self, Connect.self, Introduce.self, Talk.self, Say.self, Who.self])
 }
 

@@ -44,7 +44,8 @@ struct Chatd: ParsableCommand {
               chatd --check-config         check the config, print the settings
               chatd --reload 1234          reload the chatd with process id 1234
                                            and wait until it has (ExecReload=)
-            """)
+            """,
+        version: ChatdVersion.string)
 
     @Option(
         name: .long,
