@@ -48,7 +48,8 @@ build: deps
 # A config like the shipped one, with the snapshot kept in ./state.
 $(STATE)/chatd.toml: config/chatd.toml
 	mkdir -p $(STATE)
-	sed 's|^snapshot_path = .*|snapshot_path = "$(STATE)/registry.json"|' config/chatd.toml > $@
+	sed -e 's|^snapshot_path = .*|snapshot_path = "$(STATE)/registry.json"|' \
+	    -e 's|^socket = .*|socket = "$(STATE)/control"|' config/chatd.toml > $@
 
 run: build $(STATE)/chatd.toml
 	exec $(RELEASE)/chatd --config $(STATE)/chatd.toml

@@ -210,6 +210,8 @@ rate_per_ip = 0
 [chat]
 messages_per_s = 0
 ${chatd_history:+history = $chatd_history}
+[control]
+socket = "$work/$name/control"
 [log]
 level = "warning"
 target = "stderr"

@@ -24,3 +24,9 @@ _Static_assert(offsetof(struct chatd_mmsghdr, msg_len) == offsetof(struct mmsghd
                "msg_len is at a different offset in struct chatd_mmsghdr");
 _Static_assert(sizeof(((struct chatd_mmsghdr *)0)->msg_len) == sizeof(((struct mmsghdr *)0)->msg_len),
                "msg_len has a different size in struct chatd_mmsghdr");
+
+// The same proof for struct chatd_ucred and struct ucred (SO_PEERCRED).
+_Static_assert(sizeof(struct chatd_ucred) == sizeof(struct ucred), "struct chatd_ucred and struct ucred differ in size");
+_Static_assert(offsetof(struct chatd_ucred, uid) == offsetof(struct ucred, uid), "uid is at a different offset");
+_Static_assert(offsetof(struct chatd_ucred, gid) == offsetof(struct ucred, gid), "gid is at a different offset");
+_Static_assert(SO_PEERCRED == 17, "SO_PEERCRED differs from shim.h's fallback");

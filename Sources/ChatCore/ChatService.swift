@@ -159,6 +159,12 @@ public struct ChatService {
         case snapshotWritten(SnapshotReport, users: Int)
         case snapshotFailed(error: String)
         case compactionFailed(error: String)
+        /// An administrator removed a registration (on disk, with durability "sync").
+        case removed(Username, address: IPAddress, ticket: UInt64)
+        /// The removal's journal sync failed: the registration is back.
+        case removalFailed(Username, address: IPAddress, ticket: UInt64, error: String)
+        /// The snapshot `requestSnapshot(ticket:)` asked for was written (report) or failed (error).
+        case snapshotRequestFinished(ticket: UInt64, report: SnapshotReport?, users: Int, error: String?)
     }
 
     /// Counts of what the service has seen.

@@ -132,6 +132,11 @@ public struct Registry: Sendable {
         records.lazy.map { (address: $0.address, username: $0.username) }
     }
 
+    /// The registration at `index` (0..<count) in the order of `entries`.
+    public func entry(at index: Int) -> (address: IPAddress, username: Username) {
+        (records[index].address, records[index].username)
+    }
+
     /// Room for `capacity` users without growing the tables.
     public mutating func reserveCapacity(_ capacity: Int) {
         records.reserveCapacity(capacity)

@@ -16,6 +16,7 @@ public enum MessageID {
     public static let memberJoined: Logger.MetadataValue = "d68547e74dd04997ab8bc9ed3c075420"
     public static let memberLeft: Logger.MetadataValue = "0fbfda87989146b985b26c31102e98bf"
     public static let messageAccepted: Logger.MetadataValue = "615c7cfd820d414b80bdd60d204457d2"
+    public static let removed: Logger.MetadataValue = "04e840a1924443c0889f44f461290088"
 }
 
 

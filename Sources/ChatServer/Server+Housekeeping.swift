@@ -16,6 +16,8 @@ extension Server {
                 report(kind, count: count)
             }
             updateStatus()
+            traffic.record(at: now, received: service.counters.received, sent: statistics.sent)
+            closeIdleControlClients(now: now)
         }
         if let watchdogInterval, now >= nextWatchdog {
             nextWatchdog = now + watchdogInterval

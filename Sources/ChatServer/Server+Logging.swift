@@ -13,6 +13,7 @@ extension Server {
     /// then at most one line per kind per 10 s with a count.
     enum Warning: Hashable, Sendable {
         case malformed, receiveFailed, sendFailed, snapshotFailed, registryFull, journalFailed, rateLimited
+        case controlFailed
 
         var message: Logger.Message {
             switch self {
@@ -23,6 +24,7 @@ extension Server {
             case .registryFull: "registrations refused: registry full"
             case .journalFailed: "registrations and messages not saved: cannot write the journal; answered UNAVAILABLE"
             case .rateLimited: "datagrams dropped: over the per-address rate limit"
+            case .controlFailed: "control socket: cannot accept or serve a client"
             }
         }
     }
@@ -101,6 +103,34 @@ extension Server {
             logger.warning("journal not compacted; it will be at the next snapshot", metadata: [
                 "journal.path": "\(settings.journalPath)", "error": "\(error)",
             ])
+        case .removed(let name, let address, let ticket):
+            let uid = finishTicket(
+                ticket, with: ["ok": .bool(true), "address": .string("\(address)"), "username": .string(name.text)],
+                now: now)
+            logger.notice("registration removed by an administrator", metadata: [
+                "message.id": MessageID.removed, "username": "\(name)", "client.ip": "\(address)",
+                "admin.uid": "\(uid.map(String.init) ?? "unknown")",
+            ])
+            updateStatus()
+        case .removalFailed(let name, let address, let ticket, let error):
+            let uid = finishTicket(
+                ticket, with: ControlError(.unavailable, "not removed: cannot write the journal: \(error)").object, now: now)
+            logger.error("registration not removed: cannot write the journal", metadata: [
+                "username": "\(name)", "client.ip": "\(address)", "admin.uid": "\(uid.map(String.init) ?? "unknown")",
+                "error": "\(error)",
+            ])
+        case .snapshotRequestFinished(let ticket, let report, let users, let error):
+            if let report {
+                finishTicket(
+                    ticket,
+                    with: [
+                        "ok": .bool(true), "saved_at": .string(rfc3339(report.savedAt)), "users": .integer(Int64(users)),
+                        "bytes": .integer(Int64(report.bytes)),
+                        "duration_ms": .integer(report.duration.nanoseconds / 1_000_000),
+                    ], now: now)
+            } else {
+                finishTicket(ticket, with: ControlError(.snapshotFailed, error ?? "unknown error").object, now: now)
+            }
         }
     }
 

@@ -1,5 +1,6 @@
-// chatd's signals: SIGTERM and SIGINT stop the loop; SIGHUP reloads the
-// config, telling systemd (RELOADING=1, READY=1) and `chatd --reload`.
+// chatd's signals: SIGTERM and SIGINT stop the loop; SIGHUP (and chatctl
+// reload) reloads the config, telling systemd (RELOADING=1, READY=1) and
+// `chatd --reload`.
 
 import ChatConfig
 import ChatCore
@@ -11,16 +12,24 @@ extension Server {
         while let signal = try signals.next() {
             switch signal {
             case Signal.hangup:
-                Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicroseconds())")
-                let outcome = reload()
-                sentStatus = status()
-                Systemd.notify("READY=1\nSTATUS=\(sentStatus)")
-                reportReload(outcome)
+                reloadAndReport()
             default:
                 logger.info("signal received", metadata: ["signal": "\(Signal.name(signal))"])
                 running = false
             }
         }
+    }
+
+    /// A reload as systemd and `chatd --reload` see it, for SIGHUP and
+    /// `chatctl reload` alike.
+    @discardableResult
+    func reloadAndReport() -> (applied: Bool, reason: String?) {
+        Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicroseconds())")
+        let outcome = reload()
+        sentStatus = status()
+        Systemd.notify("READY=1\nSTATUS=\(sentStatus)")
+        reportReload(outcome)
+        return outcome
     }
 
     /// Tells a waiting `chatd --reload` how the reload ended.

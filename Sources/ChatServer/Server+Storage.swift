@@ -78,6 +78,9 @@ extension Server {
         try settle()
         service.writeFinalSnapshot()
         try settle()
+        // Answers settling released (removals synced) have been queued; the
+        // clients get what their sockets take now, and are closed.
+        closeControl()
         return service.snapshotError == nil
     }
 

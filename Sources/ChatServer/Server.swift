@@ -4,6 +4,7 @@
 //   sockets readable  -> datagrams in batches into the service; its answers
 //                        out in the same sendmmsg batch
 //   signalfd          -> SIGTERM/SIGINT: leave the loop; SIGHUP: reload config
+//   control socket    -> chatctl's requests (Server+Control)
 //   snapshot writer   -> a background write finished: its outcome to the service
 //   journal thread    -> a sync or a compaction finished: its outcome to the service
 //   epoll_wait's timeout -> the earliest of the service's nextTimeout(), the
@@ -14,7 +15,8 @@
 // work to the two helper threads, held datagrams to their sockets, events to
 // the log. Other files: Server+Storage (the helper threads and stopping),
 // Server+Logging (events into log lines), Server+Signals (stop, reload),
-// Server+Housekeeping (STATUS=, the watchdog), Settings (what the config gives).
+// Server+Housekeeping (STATUS=, the watchdog), Server+Control (chatctl),
+// Server+Metrics (what status and metrics report), Settings (what the config gives).
 //
 // Only epoll_wait blocks. There is no timer file descriptor: the service's
 // deadlines are data (TimerQueue), and the loop sleeps until the earliest.
@@ -71,10 +73,18 @@ public final class Server {
     var nextWatchdog: Instant
     /// Reloads handled so far, for `chatd --reload`.
     var reloads = 0
+    /// The control socket and its clients; nil when [control] socket is "".
+    var control: Control?
+    var traffic = TrafficWindow()
+    let startedAt: Instant
+    /// Milliseconds since 1970 at start, for metrics.
+    let startedAtWall: Int64
     public internal(set) var statistics = Statistics()
 
     enum Tag: UInt64 {
-        case signals = 1, snapshotWriter, journal
+        case signals = 1, snapshotWriter, journal, controlListener
+        /// Control clients are tagged controlBase + slot (below socketBase).
+        static let controlBase: UInt64 = 32
         /// Sockets are tagged socketBase + index.
         static let socketBase: UInt64 = 100
     }
@@ -87,13 +97,15 @@ public final class Server {
     ///   - seqsReserved: with durability "periodic", the seq the history
     ///     file claims up to (see ChatService.seqsReserved).
     ///   - journal: the journal to append to and compact (durability "sync"; nil otherwise).
+    ///   - controlListener: the control socket (from the config or systemd), if any.
     ///   - reloadConfig: reads and checks the config again for SIGHUP.
     ///   - clock: the monotonic clock (tests may pass another).
     public init(
         settings: Settings, registry: Registry, history: (messages: [ChatMessage], lastSeq: UInt64) = ([], 0),
         seqsReserved: UInt64? = nil,
         sockets: [UDPSocket], origin: SocketOrigin, signals: SignalFD,
-        journal: JournalWriter?, logger: Logger, reloadConfig: @escaping () throws -> Config,
+        journal: JournalWriter?, controlListener: UnixListener? = nil, logger: Logger,
+        reloadConfig: @escaping () throws -> Config,
         clock: @escaping @Sendable () -> Instant = SystemClock.monotonicNow
     ) throws {
         precondition(!sockets.isEmpty, "a server needs a socket")
@@ -107,6 +119,8 @@ public final class Server {
         self.reloadConfig = reloadConfig
         self.clock = clock
         let now = clock()
+        startedAt = now
+        startedAtWall = SystemClock.wallMilliseconds()
         service = ChatService(
             configuration: settings.service, registry: registry, journalLength: journal?.initialLength ?? 0,
             history: history.messages, lastSeq: history.lastSeq, seqsReserved: seqsReserved, now: now,
@@ -124,6 +138,10 @@ public final class Server {
         try epoll.add(fd: snapshotWriter.fd, events: .readable, tag: Tag.snapshotWriter.rawValue)
         if let journal {
             try epoll.add(fd: journal.fd, events: .readable, tag: Tag.journal.rawValue)
+        }
+        if let controlListener {
+            try epoll.add(fd: controlListener.fd, events: .readable, tag: Tag.controlListener.rawValue)
+            control = Control(listener: controlListener)
         }
     }
 
@@ -152,10 +170,15 @@ public final class Server {
                     if index < sockets.count { drain(index) }
                     continue
                 }
+                if event.tag >= Tag.controlBase {
+                    handleControl(slot: Int(event.tag - Tag.controlBase), events: event.events, now: clock())
+                    continue
+                }
                 switch Tag(rawValue: event.tag) {
                 case .signals: try handleSignals()
                 case .snapshotWriter: try handleSnapshotOutcome()
                 case .journal: try handleJournalOutcomes()
+                case .controlListener: acceptControlClients(now: clock())
                 case nil: continue
                 }
             }
@@ -164,12 +187,15 @@ public final class Server {
             periodic(now: now)
             // Everything this turn changed shares one write and one fdatasync.
             carryOut(now: now)
+            serveControl(now: now)
         }
         return try stop()
     }
 
     /// The earliest of the service's deadline and the shell's own.
     private func nextWakeup() -> Instant {
+        // A listing's next slice goes out after the datagrams waiting now.
+        if controlHasWork { return clock() }
         var next = nextHousekeeping
         if let deadline = service.nextTimeout(), deadline < next { next = deadline }
         if watchdogInterval != nil, nextWatchdog < next { next = nextWatchdog }

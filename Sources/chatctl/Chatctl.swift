@@ -89,7 +89,47 @@ extension Chatctl {
                 """)
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
-        func run() throws { throw ExitCode(70) }
+
+        func run() throws {
+            let answer = connection.send(.status)
+            let status = answer.expectOK()
+            if output.json { return printJSON(status) }
+            print(Self.text(status))
+        }
+
+        /// The answer for a person: one fact per line, as `systemctl status` reads.
+        static func text(_ status: ControlObject) -> String {
+            func value(_ key: String) -> String {
+                switch status[key] {
+                case .string(let text)?: text
+                case .integer(let value)?: "\(value)"
+                case .number(let value)?: "\(value)"
+                case .bool(let value)?: "\(value)"
+                case .null?, nil: "-"
+                }
+            }
+            var snapshot = status["last_snapshot"]?.string ?? "none yet"
+            if let error = status["snapshot_error"]?.string { snapshot += " (the last attempt failed: \(error))" }
+            var storage = value("durability")
+            if let bytes = status["journal_bytes"]?.integer { storage += ", journal \(bytes) bytes" }
+            if let error = status["journal_error"]?.string { storage += "; the journal is failing: \(error)" }
+            let lines: [(String, String)] = [
+                ("chatd", "\(value("version")), pid \(value("pid")), up \(duration(status["uptime_s"]?.integer ?? 0))"),
+                ("listening", value("listening")),
+                ("users", "\(value("users")) of at most \(value("max_users"))"),
+                ("room members", value("members")),
+                ("durability", storage),
+                ("last snapshot", snapshot),
+                ("traffic", "\(value("requests_per_s")) datagrams/s in, \(value("replies_per_s")) out (last minute)"),
+                ("messages", "\(value("messages_accepted")) accepted"),
+                (
+                    "dropped",
+                    "\(value("dropped_malformed")) malformed, \(value("dropped_rate_limited")) rate-limited, "
+                        + "\(value("dropped_not_chat")) not CHAT/1, \(value("dropped_amplification")) over the amplification limit"
+                ),
+            ]
+            return lines.map { "\(padded($0 + ":", to: 14)) \($1)" }.joined(separator: "\n")
+        }
     }
 
     struct Users: ParsableCommand {
@@ -106,7 +146,27 @@ extension Chatctl {
             valueName: "pattern"))
         var match: String?
         @OptionGroup var output: OutputOptions
-        func run() throws { throw ExitCode(70) }
+
+        func validate() throws {
+            if let match, ControlPattern(match) == nil {
+                throw ValidationError("--match must be 1 to \(ControlPattern.maxLength) bytes")
+            }
+        }
+
+        func run() throws {
+            let answer = connection.send(.users(match: match.flatMap(ControlPattern.init)), wait: .seconds(60))
+            while true {
+                let line = answer.next()
+                if line["ok"] != nil {
+                    guard line["ok"]?.bool == true else { fail(line) }
+                    return
+                }
+                guard let address = line["address"]?.string, let username = line["username"]?.string else {
+                    finish(.protocolError, "chatd sent a users line without address and username")
+                }
+                if output.json { printJSON(line) } else { print("\(address) \(username)") }
+            }
+        }
     }
 
     struct Lookup: ParsableCommand {
@@ -116,7 +176,17 @@ extension Chatctl {
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var target: TargetOptions
         @OptionGroup var output: OutputOptions
-        func run() throws { throw ExitCode(70) }
+
+        func run() throws {
+            let named = target.resolved
+            let answer = connection.send(.lookup(named))
+            let found = answer.expectOK()
+            if output.json { return printJSON(found) }
+            switch named {
+            case .username: print(found["address"]?.string ?? "")
+            case .address: print(found["username"]?.string ?? "")
+            }
+        }
     }
 
     struct Remove: ParsableCommand {
@@ -130,7 +200,13 @@ extension Chatctl {
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var target: TargetOptions
         @OptionGroup var output: OutputOptions
-        func run() throws { throw ExitCode(70) }
+
+        func run() throws {
+            let answer = connection.send(.remove(target.resolved))
+            let removed = answer.expectOK()
+            if output.json { return printJSON(removed) }
+            print("removed \(removed["username"]?.string ?? "?") (\(removed["address"]?.string ?? "?"))")
+        }
     }
 
     struct Snapshot: ParsableCommand {
@@ -138,14 +214,27 @@ extension Chatctl {
             abstract: "Write a snapshot now and wait for its outcome.")
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
-        func run() throws { throw ExitCode(70) }
+
+        func run() throws {
+            let answer = connection.send(.snapshot, wait: .seconds(600))
+            let written = answer.expectOK()
+            if output.json { return printJSON(written) }
+            print(
+                "snapshot written: \(written["users"]?.integer ?? 0) users, \(written["bytes"]?.integer ?? 0) bytes "
+                    + "in \(written["duration_ms"]?.integer ?? 0) ms, saved at \(written["saved_at"]?.string ?? "?")")
+        }
     }
 
     struct Reload: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Re-read chatd's config, as systemctl reload chatd does, and report the outcome.")
         @OptionGroup var connection: ConnectionOptions
-        func run() throws { throw ExitCode(70) }
+
+        func run() throws {
+            let answer = connection.send(.reload)
+            _ = answer.expectOK()
+            print("config reloaded")
+        }
     }
 
     struct Metrics: ParsableCommand {
@@ -156,6 +245,26 @@ extension Chatctl {
                 into the collector's folder) or a scraper on this machine.
                 """)
         @OptionGroup var connection: ConnectionOptions
-        func run() throws { throw ExitCode(70) }
+
+        func run() throws {
+            let answer = connection.send(.metrics)
+            guard let text = answer.expectOK()["text"]?.string else {
+                finish(.protocolError, "chatd's metrics answer has no text")
+            }
+            print(text, terminator: "")
+        }
     }
+}
+
+/// `3d 4h`, `5h 12m`, `42s`: uptime as people read it.
+func duration(_ seconds: Int64) -> String {
+    let (days, hours, minutes) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60)
+    if days > 0 { return "\(days)d \(hours)h" }
+    if hours > 0 { return "\(hours)h \(minutes)m" }
+    if minutes > 0 { return "\(minutes)m \(seconds % 60)s" }
+    return "\(seconds)s"
+}
+
+func padded(_ text: String, to width: Int) -> String {
+    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
 }

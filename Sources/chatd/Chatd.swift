@@ -108,8 +108,14 @@ struct Chatd: ParsableCommand {
         var logger = Logger(label: "chatd")
         logger.logLevel = serverSettings.logLevel
 
+        let passed = try orExit("cannot read the sockets systemd passed") { try Systemd.listenedSockets() }
         let (sockets, origin) = try orExit("cannot listen on \(serverSettings.listen)") {
-            try listeningSockets(serverSettings.listen, logger: logger)
+            try listeningSockets(serverSettings.listen, passed: passed, logger: logger)
+        }
+        let controlListener = try orExit(
+            "cannot create the control socket \(settings.control.socket) (set [control] socket to another path, or to \"\" for none)"
+        ) {
+            try controlSocket(settings.control.socket, passed: passed)
         }
         let loadStart = SystemClock.monotonicNow()
         var registry = try orExit("cannot load snapshot \(serverSettings.snapshotPath)") {
@@ -203,7 +209,7 @@ struct Chatd: ParsableCommand {
                 settings: serverSettings, registry: registry, history: history, seqsReserved: seqsReserved,
                 sockets: sockets, origin: origin,
                 signals: signals,
-                journal: journal, logger: logger,
+                journal: journal, controlListener: controlListener, logger: logger,
                 reloadConfig: { try Config.load(path: configPath, read: FileSystem.readFile(atPath:)) })
         }
         logger.info("started", metadata: [
@@ -240,11 +246,12 @@ struct Chatd: ParsableCommand {
     /// The sockets systemd passed (FileDescriptorName=chat) when started by
     /// socket activation, which lets a restart lose no datagram; otherwise
     /// one socket bound where the config says.
-    private func listeningSockets(_ listen: Endpoint, logger: Logger) throws -> ([UDPSocket], Server.SocketOrigin) {
-        let passed = try Systemd.listenedSockets()
+    private func listeningSockets(
+        _ listen: Endpoint, passed: [(fd: Int32, name: String)], logger: Logger
+    ) throws -> ([UDPSocket], Server.SocketOrigin) {
         let ours = passed.filter { $0.name == "chat" }
-        for other in passed where other.name != "chat" {
-            logger.warning("ignoring a socket from systemd not named chat", metadata: [
+        for other in passed where other.name != "chat" && other.name != "control" {
+            logger.warning("ignoring a socket from systemd not named chat or control", metadata: [
                 "fd": "\(other.fd)", "name": "\(other.name)",
             ])
         }
@@ -253,6 +260,17 @@ struct Chatd: ParsableCommand {
         }
         // As much room as chatd.socket's ReceiveBuffer=, for bursts and floods.
         return ([try UDPSocket(binding: listen, receiveBufferSize: 8 << 20)], .config)
+    }
+
+    /// The control socket: the one systemd passed (FileDescriptorName=control,
+    /// from chatd-control.socket), else one created at `path` (mode 0600:
+    /// root only), else none when `path` is empty.
+    private func controlSocket(_ path: String, passed: [(fd: Int32, name: String)]) throws -> UnixListener? {
+        if let socket = passed.first(where: { $0.name == "control" }) {
+            return try UnixListener(adopting: socket.fd)
+        }
+        guard !path.isEmpty else { return nil }
+        return try UnixListener(binding: path, mode: 0o600)
     }
 
     /// The registry in the snapshot file; an empty one (and its folder

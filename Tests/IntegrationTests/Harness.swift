@@ -115,6 +115,7 @@ final class Daemon {
     var configPath: String { folder.appendingPathComponent("chatd.toml").path }
     var snapshotPath: String { folder.appendingPathComponent("state/registry.json").path }
     var logPath: String { folder.appendingPathComponent("chatd.log").path }
+    var controlPath: String { folder.appendingPathComponent("control").path }
     private(set) var process: Process?
 
     init(bind: String = "127.0.0.1", extraConfig: String = "", logLevel: String = "info") throws {
@@ -137,6 +138,9 @@ final class Daemon {
             [registry]
             snapshot_path = "\(snapshotPath)"
             \(extra)
+
+            [control]
+            socket = "\(controlPath)"
 
             [log]
             level = "\(logLevel)"

@@ -5,6 +5,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 // recvmmsg and sendmmsg are GNU extensions that Swift's Glibc module, built
@@ -30,6 +31,24 @@ static inline int chatd_sendmmsg(int fd, struct chatd_mmsghdr *vector, unsigned 
 static inline int chatd_sync_file_range(int fd, long long offset, long long length, unsigned int flags) {
     return (int)syscall(SYS_sync_file_range, fd, offset, length, flags);
 }
+// accept4 and struct ucred (SO_PEERCRED's answer) are GNU-only too. The
+// struct copies ucred's layout: pid, uid, gid, as the kernel fills them.
+static inline int chatd_accept4(int fd, int flags) {
+    return (int)syscall(SYS_accept4, fd, (void *)0, (void *)0, flags);
+}
+struct chatd_ucred {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+};
+#ifndef SO_PEERCRED
+#define SO_PEERCRED 17
+#endif
+static inline int chatd_peer_credentials(int fd, struct chatd_ucred *credentials) {
+    socklen_t length = sizeof *credentials;
+    return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, credentials, &length);
+}
+
 enum {
     CHATD_SYNC_FILE_RANGE_WAIT_BEFORE = 1,
     CHATD_SYNC_FILE_RANGE_WRITE = 2,
