@@ -386,10 +386,19 @@ extension Server {
         }
     }
 
-    /// Stops serving control clients: the listener, and every connection.
+    /// Stops serving control clients: the listener, and every connection,
+    /// telling those still waiting or listing that chatd is stopping.
     func closeControl() {
         guard let control else { return }
-        for slot in control.clients.keys { closeControl(slot) }
+        for (slot, var client) in control.clients {
+            if client.task != nil {
+                client.task = nil
+                answer(&client, ControlError(.stopping, "chatd is stopping").object)
+                // One nonblocking try: stopping does not wait for a slow reader.
+                guard flush(&client, slot: slot, now: clock()) else { continue }
+            }
+            closeControl(slot)
+        }
         try? epoll.remove(fd: control.listener.fd)
         control.listener.close()
         self.control = nil

@@ -83,16 +83,16 @@ final class ControlConnection {
 
     deinit { stream.close() }
 
+    /// Writes the request. A failure is not reported here: chatd may have
+    /// answered and closed already (refusing this client, say), and that
+    /// answer, waiting to be read, says more than EPIPE.
     func write(_ bytes: [UInt8]) {
-        do {
-            var offset = 0
-            while offset < bytes.count {
-                let result = try bytes[offset...].withUnsafeBytes { try stream.write($0) }
-                guard case .processed(let count) = result else { break }
-                offset += count
+        var offset = 0
+        while offset < bytes.count {
+            guard case .processed(let count)? = try? bytes[offset...].withUnsafeBytes({ try stream.write($0) }) else {
+                return
             }
-        } catch {
-            finish(.notRunning, "chatd closed the control connection: \(error)")
+            offset += count
         }
     }
 
@@ -112,6 +112,8 @@ final class ControlConnection {
             let result: IOResult<Int>
             do {
                 result = try chunk.withUnsafeMutableBytes { try stream.read(into: $0) }
+            } catch let error as SystemError where error.errno == ECONNRESET {
+                finish(.notRunning, "chatd closed the control connection without answering")
             } catch {
                 finish(.notRunning, "lost the connection to chatd: \(error)")
             }

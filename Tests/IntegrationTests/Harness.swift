@@ -23,6 +23,7 @@ enum Binaries {
 
     static var chatd: URL { directory.appendingPathComponent("chatd") }
     static var chat: URL { directory.appendingPathComponent("chat") }
+    static var chatctl: URL { directory.appendingPathComponent("chatctl") }
 }
 
 /// Whether the fault tests too heavy for `make test` run: `make
