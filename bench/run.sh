@@ -79,6 +79,7 @@ shared=${BENCH_SHARED:-$repo/../shared/bench}
 out=$repo/.build/bench
 chatd=$repo/.build/release/chatd
 bench=$repo/.build/release/chatd-bench
+chatctl=$repo/.build/release/chatctl
 big_users=1000000
 small_users=1000
 
@@ -601,6 +602,28 @@ run_scale() {
     kill -HUP "$big_pid"
     sleep 2
 
+    # chatctl users streams the registry between datagram batches: one
+    # listing timed alone, then the probe while listings run back to back.
+    local control=$work/chatd-1M/control listing_t0 listed
+    listing_t0=$(now_ns)
+    listed=$("$chatctl" users --socket "$control" | wc -l)
+    local listing_ms=$((($(now_ns) - listing_t0) / 1000000))
+    log "chatctl users: $listed lines in $listing_ms ms; probe of chatd-1M while listings run, 6 s"
+    (
+        count=0
+        while "$chatctl" users --socket "$control" >/dev/null; do
+            count=$((count + 1))
+            echo "$count" >"$work/listings-done"
+        done
+    ) &
+    local lister=$!
+    "${generator_cpu[@]}" "$bench" run --port "$big_port" --clients 1 --window 1 --mix mixed --duration 6 --timeout-ms 5000 \
+        --json --quiet >"$work/probe-listing.json"
+    kill "$lister" 2>/dev/null || true
+    wait "$lister" 2>/dev/null || true
+    local listings
+    listings=$(cat "$work/listings-done" 2>/dev/null || echo 0)
+
     log "stopping chatd-1M (final snapshot of $big_users + 64 users)"
     stop_server "$big_pid"
     local big_stop_ms=$stop_ms big_stop_status=$stop_status
@@ -630,6 +653,11 @@ run_scale() {
         pause_ms=$(awk -v a="$(jfield "$work/probe-snapshots.json" max_us)" 'BEGIN { printf "%.2f", a / 1000 }')
     fi
     row "longest pause while $big_users-user snapshots are written" chatd-bench "$pause_ms" - - " ms" le 20 "≤ 20 ms"
+    local listing_pause_ms=nan
+    if ((listed == big_users)); then
+        listing_pause_ms=$(awk -v a="$(jfield "$work/probe-listing.json" max_us)" 'BEGIN { printf "%.2f", a / 1000 }')
+    fi
+    row "longest pause while chatctl lists $big_users users" chatd-bench "$listing_pause_ms" - - " ms" le 20 "≤ 20 ms"
 
     detail "Medians over $rounds rounds of $duration s (row 4; latencies in µs):"
     detail ""
@@ -644,6 +672,7 @@ run_scale() {
     detail "- Start to first answer: $empty_startup_ms ms empty, $big_startup_ms ms with $big_users users."
     detail "- SIGTERM to exit: $empty_stop_ms ms with 64 users, $big_stop_ms ms with $big_users + 64 (exit status $big_stop_status, snapshot of $lines lines)."
     detail "- Probe (1 client × 1, mixed): max $(jfield "$work/probe-quiet.json" max_us) µs, p99.9 $(jfield "$work/probe-quiet.json" p999_us) µs without snapshots; max $(jfield "$work/probe-snapshots.json" max_us) µs, p99.9 $(jfield "$work/probe-snapshots.json" p999_us) µs, lost $(jfield "$work/probe-snapshots.json" lost), with $snapshots snapshots written in 6 s."
+    detail "- chatctl users: $listed lines in $listing_ms ms alone; the probe while listings ran back to back ($listings finished in 6 s): max $(jfield "$work/probe-listing.json" max_us) µs, p99.9 $(jfield "$work/probe-listing.json" p999_us) µs, lost $(jfield "$work/probe-listing.json" lost)."
     detail ""
 }
 

@@ -184,6 +184,7 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
         registry: .init(snapshotPath: "/srv/chat data/é.json", snapshotIntervalSeconds: 1, maxUsers: 100_000_000),
         chat: .init(history: 1, presenceTTLSeconds: 86400, messagesPerSecond: 0.1, messagesBurst: 100_000),
         delivery: .init(timeoutMilliseconds: 10, backoff: 9.75, maxAttempts: 100, window: 1024),
+        control: .init(socket: ""),
         log: .init(level: .warning, target: .stderr))
 
     @Test(arguments: [Config.defaults, nonDefault]) func roundTrips(_ config: Config) throws {
@@ -225,6 +226,9 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
             backoff = 2.0
             max_attempts = 5
             window = 32
+
+            [control]
+            socket = "/run/chatd/control"
 
             [log]
             level = "info"
@@ -283,7 +287,10 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         .init("[limits]\nrate_per_ip = -1", key: "limits.rate_per_ip", "must be a number from 0.0 to 1000000.0, got -1.0"),
         .init("[limits]\nburst_per_ip = 1.5", key: "limits.burst_per_ip", "must be an integer from 0 to 1000000"),
         .init("[server.extra]\nx = 1", key: "server.extra", "unknown key"),
-        .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [limits], [chat], [delivery], [log]"),
+        .init("[control]\nsocket = \"run/chatd/control\"", key: "control.socket", "must be an absolute path of at most 107 bytes, or \"\" to turn the control socket off, got \"run/chatd/control\""),
+        .init("[control]\nsocket = \"/\(String(repeating: "x", count: 107))\"", key: "control.socket", "must be an absolute path of at most 107 bytes"),
+        .init("[control]\nsocket = 1", key: "control.socket", "got an integer"),
+        .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [limits], [chat], [delivery], [control], [log]"),
         .init("port = 7447", key: "port", "unknown key outside any section"),
         .init("[log]\n\"le vel\" = 1", key: "log.\"le vel\"", "unknown key"),
         // Sections that are not tables, keys that are.
