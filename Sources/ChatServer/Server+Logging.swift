@@ -101,6 +101,7 @@ extension Server {
             logger.warning("journal not compacted; it will be at the next snapshot", metadata: [
                 "journal.path": "\(settings.journalPath)", "error": "\(error)",
             ])
+        case .removed, .removalFailed, .snapshotRequestFinished: break
         }
     }
 
