@@ -177,8 +177,8 @@ private func finished(_ events: [ChatService.Event]) -> [ChatService.Event] {
         #expect(shell.send("CHAT/1 21 CONNECT", from: bob) == "CHAT/1 21 SUCCESS bob", "nothing pending")
     }
 
-    /// Undone newest first: bob's registration of the freed name goes before
-    /// alice gets it back, whether both share a group or not.
+    /// A later change took the freed name: both are undone, and alice has
+    /// her name back, whether both share a group or not.
     @Test(arguments: [false, true])
     func aFailedSyncUndoesAFreedNameTakenByALaterChange(separateGroups: Bool) {
         var shell = Harness()
@@ -195,6 +195,20 @@ private func finished(_ events: [ChatService.Event]) -> [ChatService.Event] {
         #expect(shell.names == [alice.address: name("alice")])
         #expect(shell.transmitted() == ["CHAT/1 21 ERROR UNAVAILABLE"])
         #expect(shell.events().contains(.removalFailed(name("alice"), address: alice.address, ticket: 7, error: "EIO")))
+    }
+
+    /// Undone in forward order, alice's name would come back first and her
+    /// new registration's undo would then remove it.
+    @Test func aFailedSyncUndoesARegistrationAfterTheRemovalFirst() {
+        var shell = Harness()
+        shell.register("alice")
+        _ = shell.service.removeRegistration(of: alice.address, ticket: 7, now: shell.now)
+        #expect(shell.send("CHAT/1 21 INTRODUCE alicia") == nil)
+        #expect(shell.names == [alice.address: name("alicia")])
+        #expect(shell.group() != nil)
+        shell.service.commitFailed(error: "EIO", journalLength: header + shell.journal.count)
+        #expect(shell.names == [alice.address: name("alice")])
+        #expect(shell.transmitted() == ["CHAT/1 21 ERROR UNAVAILABLE"])
     }
 
     @Test func aSyncedGroupWithARemovalReportsInOrderAndReplaysToTheRegistry() {
