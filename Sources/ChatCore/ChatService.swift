@@ -273,7 +273,8 @@ public struct ChatService {
     /// How long each cookie secret is current; the one before stays valid as long again.
     public static let cookieRotationInterval: Duration = .seconds(600)
 
-    /// A reply waiting for a journal sync, with what to do if the sync fails.
+    /// A reply waiting for a journal sync, with what to do if the sync fails;
+    /// for an administrator's removal, only the events it ends in.
     struct Held: Sendable {
         /// Nil when the reply broke the amplification rule: the change still counts.
         var transmit: Transmit?
@@ -686,8 +687,8 @@ public struct ChatService {
         stopping = true
         timers.cancel(.snapshot)
         timers.cancel(.cookieRotation)
-        // The final snapshot is written once everything has settled, for the
-        // shell: requests still waiting are not worth holding the exit for.
+        // Requests still waiting fail now: the final snapshot, written once
+        // everything has settled, is the shell's, and its outcome the exit's.
         for ticket in snapshotTickets { events.append(Self.stoppingFinished(ticket, users: registry.count)) }
         snapshotTickets = []
     }

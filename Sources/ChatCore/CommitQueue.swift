@@ -10,7 +10,7 @@
 // change pending, since any SUCCESS it carries reflects unconfirmed state.
 //
 //   record(...)        change applied in memory, journal line queued, reply held
-//   record(removalOf:)  the same for an administrator's removal of a
+//   record(removalOf:) the same for an administrator's removal of a
 //                      registration; its "reply" carries no datagram, only
 //                      what to report once it is on disk
 //   record(message:)   a chat message's line queued, its reply held
@@ -24,10 +24,11 @@
 //                      failure demands (ChatService.commitFailed)
 //
 // A removal is a change like the others: its address is pending, so every
-// reply to it waits, and its undo gives the name back. Undoing in reverse
-// order keeps that sound when a later pending change took the freed name:
-// that change is undone first, so the name is free again when the removal's
-// undo restores it.
+// reply to it waits, and its undo gives the name back. Undoing newest first
+// keeps that sound: a later change that registered the address again, or
+// took the freed name, is undone before the removal's undo restores the
+// name (the other way round, undoing the re-registration would remove the
+// name just given back).
 //
 // Changes received while a group is in flight queue for the next group, so
 // one sync serves everything that arrived during the previous one. Nothing
