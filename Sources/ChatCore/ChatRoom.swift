@@ -22,6 +22,8 @@ public enum LeaveReason: String, Equatable, Sendable {
     case behind
     /// Its address no longer holds a username.
     case unregistered
+    /// An administrator removed its address's registration.
+    case removed
 }
 
 struct Member: Sendable {

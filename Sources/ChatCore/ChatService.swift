@@ -14,6 +14,10 @@
 //   snapshotWritten / snapshotFailed     the snapshot in flight
 //   compacted / compactionFailed         the journal compaction in flight
 //   reconfigure(_:now:), stop(), writeFinalSnapshot()
+//   removeRegistration(of:ticket:now:), requestSnapshot(ticket:)
+//                        an administrator's (chatctl's); each outcome is
+//                        an event carrying the ticket, for the shell to
+//                        route back to the connection that asked
 //
 // Outputs, drained by the shell after each input or batch of inputs:
 //
@@ -42,6 +46,14 @@
 // other held reply (MALFORMED, a name off the rule) goes out as it was.
 // No request that changes anything is ever run a second time.
 //
+// An administrator's removal of a registration is durable exactly like an
+// INTRODUCE: applied at once (the address's member leaves the room, and a
+// CONNECT from it hears CLIENT_NOT_FOUND, held like any reply to an address
+// with a pending change), journaled in the next group, and reported
+// (`.removed`) once that group is on disk; if the sync fails the name is
+// back and `.removalFailed` says so. It has no datagram to hold, so its
+// Held carries only the event.
+//
 // Deadlines live in one TimerQueue: the snapshot interval, the cookie
 // secret's rotation, each push's retransmission and each member's presence;
 // an ACK cancels a retransmission, which is why it cancels lazily.
@@ -60,6 +72,12 @@
 // 4. A failed snapshot marks the registry dirty again and keeps the journal
 //    whole; a failed compaction only leaves lines the snapshot covers too,
 //    which replay applies again harmlessly (Journal.swift).
+// A snapshot an administrator requests must hold every change made before
+// the request, as far as rule 1 lets it; so it is one queued after the
+// request: at once when nothing is in flight, else, by rule 3, once the
+// snapshot in flight and the compaction it starts are done, one snapshot
+// for every request that waited. The final snapshot is nobody's: requests
+// still waiting at `stop()` fail.
 // Under durability "periodic" there is no journal: changes are answered at
 // once and reach the disk with the next snapshot.
 
@@ -167,6 +185,16 @@ public struct ChatService {
         case snapshotRequestFinished(ticket: UInt64, report: SnapshotReport?, users: Int, error: String?)
     }
 
+    /// What `removeRegistration` did.
+    public enum RemovalOutcome: Equatable, Sendable {
+        case notRegistered
+        /// Done (durability "periodic"): the `.removed` event is reported too.
+        case removed(Username)
+        /// Done in memory, waiting for its journal sync (durability "sync"): a
+        /// `.removed` or `.removalFailed` event with the same ticket follows.
+        case pending(Username)
+    }
+
     /// Counts of what the service has seen.
     public struct Counters: Equatable, Sendable {
         public var received = 0
@@ -220,7 +248,10 @@ public struct ChatService {
     private var journalLength: Int
     /// The registry or the history changed since the last snapshot started.
     var dirty = false
-    private var snapshotInFlight: (covers: Int, users: Int, seqsThrough: UInt64)?
+    /// `tickets`: the administrators' requests it answers.
+    private var snapshotInFlight: (covers: Int, users: Int, seqsThrough: UInt64, tickets: [UInt64])?
+    /// Requests for a snapshot that the next one answers.
+    private var snapshotTickets: [UInt64] = []
     /// Without a journal: the seq the history file on disk reserves up to.
     /// Messages are pushed before they reach the disk then, so the file
     /// claims seqs ahead of use; after a crash seqs go on past the claim,
@@ -242,7 +273,8 @@ public struct ChatService {
     /// How long each cookie secret is current; the one before stays valid as long again.
     public static let cookieRotationInterval: Duration = .seconds(600)
 
-    /// A reply waiting for a journal sync, with what to do if the sync fails.
+    /// A reply waiting for a journal sync, with what to do if the sync fails;
+    /// for an administrator's removal, only the events it ends in.
     struct Held: Sendable {
         /// Nil when the reply broke the amplification rule: the change still counts.
         var transmit: Transmit?
@@ -261,6 +293,8 @@ public struct ChatService {
         /// (an earlier group), else refused like the message itself.
         case sendIfStored(id: UInt32, seq: UInt64)
         case answerConnect(id: UInt32)
+        /// An administrator's removal, which has no datagram: report it failed.
+        case reportRemovalFailed(Username, address: IPAddress, ticket: UInt64)
     }
 
     /// - Parameters:
@@ -469,6 +503,8 @@ public struct ChatService {
                 guard let destination = held.transmit?.destination else { continue }
                 let result = RequestHandler.handle(.request(.connect(id: id)), from: destination.address, registry: &registry)
                 if let response = result.reply { answer(held, with: response) }
+            case .reportRemovalFailed(let name, let address, let ticket):
+                events.append(.removalFailed(name, address: address, ticket: ticket, error: error))
             }
         }
         dropUnregisteredMembers()
@@ -503,10 +539,16 @@ public struct ChatService {
 
     private mutating func queueSnapshot() {
         let confirmed = commits.confirmedNames
-        let users = registry.count - confirmed.values.count { $0 == nil }
+        var users = registry.count
+        for (address, name) in confirmed {
+            // Pending registrations are left out, pending removals put back.
+            users += (name == nil ? 0 : 1) - (registry.username(for: address) == nil ? 0 : 1)
+        }
         // The final snapshot claims no seq ahead: nothing is given after it.
         let seqsThrough = configuration.journaling || stopping ? room.lastSeq : room.lastSeq + Self.seqReservation
-        snapshotInFlight = (journalLength, users, seqsThrough)
+        // It holds every change made so far: it answers every request waiting.
+        snapshotInFlight = (journalLength, users, seqsThrough, snapshotTickets)
+        snapshotTickets = []
         // Pending changes left out now must go into a later snapshot.
         dirty = !confirmed.isEmpty
         storageWork.append(
@@ -522,29 +564,85 @@ public struct ChatService {
         lastSnapshot = report.savedAt
         snapshotError = nil
         events.append(.snapshotWritten(report, users: written.users))
+        for ticket in written.tickets {
+            events.append(.snapshotRequestFinished(ticket: ticket, report: report, users: written.users, error: nil))
+        }
         // The snapshot holds every change in those journal bytes: drop them.
         if configuration.journaling, written.covers > Journal.header.count {
             compacting = true
             storageWork.append(.compact(droppingFirst: written.covers))
         }
+        startRequestedSnapshot()
     }
 
     public mutating func snapshotFailed(error: String) {
-        guard snapshotInFlight.take() != nil else { return }
+        guard let failed = snapshotInFlight.take() else { return }
         dirty = true
         snapshotError = error
         events.append(.snapshotFailed(error: error))
+        for ticket in failed.tickets {
+            events.append(.snapshotRequestFinished(ticket: ticket, report: nil, users: failed.users, error: error))
+        }
+        startRequestedSnapshot()
     }
 
     /// The journal now holds `journalLength` bytes, none of them covered by the snapshot.
     public mutating func compacted(journalLength: Int) {
         compacting = false
         self.journalLength = journalLength
+        startRequestedSnapshot()
     }
 
     public mutating func compactionFailed(error: String) {
         compacting = false
         events.append(.compactionFailed(error: error))
+        startRequestedSnapshot()
+    }
+
+    // MARK: - Administration
+
+    /// Writes a snapshot now (chatctl snapshot), dirty or not, holding every
+    /// change made before this call: reported by `.snapshotRequestFinished`
+    /// with `ticket`, once written or failed. While a snapshot or a
+    /// compaction is in flight it waits for them (see the theory comment).
+    public mutating func requestSnapshot(ticket: UInt64) {
+        guard !stopping else {
+            events.append(Self.stoppingFinished(ticket, users: registry.count))
+            return
+        }
+        snapshotTickets.append(ticket)
+        startRequestedSnapshot()
+    }
+
+    private mutating func startRequestedSnapshot() {
+        guard !snapshotTickets.isEmpty, snapshotInFlight == nil, !compacting, !stopping else { return }
+        queueSnapshot()
+    }
+
+    private static func stoppingFinished(_ ticket: UInt64, users: Int) -> Event {
+        .snapshotRequestFinished(ticket: ticket, report: nil, users: users, error: "chatd is stopping")
+    }
+
+    /// Frees the registration of `address` for an administrator (chatctl
+    /// remove). Its member, if any, leaves the room at once; with a journal
+    /// the removal is confirmed like an INTRODUCE, once its line is synced.
+    public mutating func removeRegistration(of address: IPAddress, ticket: UInt64, now: Instant) -> RemovalOutcome {
+        guard let name = registry.username(for: address) else { return .notRegistered }
+        // Before the registry forgets the name, so that the event still has it.
+        drop(AddressKey(address), reason: .removed)
+        registry.remove(address)
+        dirty = true
+        let removed = Event.removed(name, address: address, ticket: ticket)
+        guard configuration.journaling else {
+            events.append(removed)
+            return .removed(name)
+        }
+        commits.record(
+            removalOf: address, previous: name,
+            reply: Held(
+                transmit: nil, requestSize: 0,
+                ifSyncFails: .reportRemovalFailed(name, address: address, ticket: ticket), event: removed))
+        return .pending(name)
     }
 
     // MARK: - Outputs
@@ -589,10 +687,16 @@ public struct ChatService {
         stopping = true
         timers.cancel(.snapshot)
         timers.cancel(.cookieRotation)
+        // Requests still waiting fail now: the final snapshot, written once
+        // everything has settled, is the shell's, and its outcome the exit's.
+        for ticket in snapshotTickets { events.append(Self.stoppingFinished(ticket, users: registry.count)) }
+        snapshotTickets = []
     }
 
     /// Whether the shell waits for the journal thread (a group or a compaction in flight).
     public var awaitsJournal: Bool { commits.isCommitting || compacting }
+    /// Journal bytes on disk, its header included (0 without a journal).
+    public var journalBytes: Int { journalLength }
     /// Whether the shell waits for the snapshot writer.
     public var awaitsSnapshot: Bool { snapshotInFlight != nil }
     /// Nothing in flight and nothing queued: every change is answered and,

@@ -10,6 +10,9 @@
 // change pending, since any SUCCESS it carries reflects unconfirmed state.
 //
 //   record(...)        change applied in memory, journal line queued, reply held
+//   record(removalOf:) the same for an administrator's removal of a
+//                      registration; its "reply" carries no datagram, only
+//                      what to report once it is on disk
 //   record(message:)   a chat message's line queued, its reply held
 //   hold(...)          another reply to a pending address, held in order
 //   startCommit()      the queued lines become the group in flight (one write,
@@ -20,6 +23,13 @@
 //                      returned for the caller to answer as the changes'
 //                      failure demands (ChatService.commitFailed)
 //
+// A removal is a change like the others: its address is pending, so every
+// reply to it waits, and its undo gives the name back. Undoing newest first
+// keeps that sound: a later change that registered the address again, or
+// took the freed name, is undone before the removal's undo restores the
+// name (the other way round, undoing the re-registration would remove the
+// name just given back).
+//
 // Changes received while a group is in flight queue for the next group, so
 // one sync serves everything that arrived during the previous one. Nothing
 // here does I/O; the server writes and syncs on a thread of its own.
@@ -28,7 +38,8 @@ public struct CommitQueue<Reply> {
     /// What to restore if a change cannot be kept.
     struct Undo {
         var address: IPAddress
-        /// The name the address held before, or nil if it was new.
+        /// The name the address held before, or nil if it was new; never
+        /// nil for a removal.
         var previous: Username?
     }
 
@@ -59,7 +70,9 @@ public struct CommitQueue<Reply> {
     /// new. A snapshot written while changes are pending writes these, so a
     /// change whose sync then fails never reaches the snapshot. Taken
     /// together the names are unique: a name freed by a pending change can
-    /// only have been taken by a later change, which is pending too.
+    /// only have been taken by a later change, which is pending too. An
+    /// address a pending removal emptied is here with its name on disk,
+    /// though the registry no longer holds it: the snapshot writes it back.
     public var confirmedNames: [IPAddress: Username?] {
         var names: [IPAddress: Username?] = [:]
         for undo in [inFlight, queued].compactMap({ $0 }).flatMap(\.undo) {
@@ -78,6 +91,15 @@ public struct CommitQueue<Reply> {
     /// for the commit.
     public mutating func record(address: IPAddress, name: Username, previous: Username?, reply: Reply) {
         queued.lines += Journal.line(.registration(address, name))
+        queued.undo.append(Undo(address: address, previous: previous))
+        pending[address, default: 0] += 1
+        queued.held.append(reply)
+    }
+
+    /// Records a removal already applied to the registry: `address` held
+    /// `previous` and now holds nothing. `reply` waits for the commit.
+    public mutating func record(removalOf address: IPAddress, previous: Username, reply: Reply) {
+        queued.lines += Journal.line(.removal(address))
         queued.undo.append(Undo(address: address, previous: previous))
         pending[address, default: 0] += 1
         queued.held.append(reply)

@@ -11,6 +11,7 @@
 //     {"journal": "chatd", "version": 2, "crc32": 3095150525}
 //     {"type": "registration", "ip": "127.0.0.5", "username": "alice", "crc32": 2244490487}
 //     {"type": "message", "seq": 7, "time_ms": 1796205721000, "from": "alice", "text": "hi \"all\"", "crc32": …}
+//     {"type": "removal", "ip": "127.0.0.5", "crc32": 3362874844}
 //
 // The header is written and synced when the file is created, before any
 // record, so a file whose first line is not it was written by an older
@@ -25,17 +26,22 @@
 // checksum holds but whose type this chatd does not know is refused too,
 // not skipped: it is a change a newer chatd made, and replaying around it
 // would silently lose it, or apply later records to a state that lacks it.
+// That is how a chatd from before the removal record (an administrator's
+// `chatctl remove`) treats a journal holding one: it refuses to start
+// rather than bring the removed registration back.
 //
 // Replay applies each record as a fact, in order (Registry.restore): the
 // address now holds the name, whoever held the name loses it, and neither
 // the limit nor the INTRODUCE rules get a say, since the change happened.
+// A removal is the fact "the address holds nothing" (Registry.remove), true
+// whether or not it held anything when replay reaches it.
 // The INTRODUCE rules would not do: on a snapshot newer than the record, the
 // name may already belong to an address that takes it only later in the
 // history, so the record would be refused and the address left with a name
 // it gave up. Applied as facts, records are idempotent: after any run of them
-// each address they name holds its last name (unless a later record gave
-// that name to another), and addresses they do not name keep theirs unless a
-// record took their name. So replaying a run of the history onto a state
+// each address they name holds what its last record says, a name or nothing
+// (unless a later record gave that name to another), and addresses they do
+// not name keep theirs unless a record took their name. So replaying a run of the history onto a state
 // that already includes its start ends with the registrations the history
 // ended with (their order, which only a snapshot shows, may differ), and the
 // journal can be compacted crash-safely: write the snapshot, then drop the
@@ -62,6 +68,8 @@ public enum Journal {
         case registration(IPAddress, Username)
         /// The chat room accepted a message.
         case message(ChatMessage)
+        /// `address` holds no name any more: an administrator removed it.
+        case removal(IPAddress)
     }
 
     /// The version-2 header line, with its newline.
@@ -90,6 +98,11 @@ public enum Journal {
                 if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { body.append(UInt8(ascii: "\\")) }
                 body.append(byte)
             }
+            body += "\"".utf8
+            return checksummed(body)
+        case .removal(let address):
+            var body = Array(#"{"type": "removal", "ip": ""#.utf8)
+            body += address.description.utf8
             body += "\"".utf8
             return checksummed(body)
         }
@@ -211,6 +224,8 @@ public enum Journal {
                 registry.restore(name, at: address)
             case .record(.message(let message)):
                 replay.messages.append(message)
+            case .record(.removal(let address)):
+                registry.remove(address)
             case .unknownType(let type):
                 // Whole and checksummed, so not a torn append even when last.
                 throw DamageError(line: lineNumber, reason: .unknownRecordType(type))
@@ -259,6 +274,12 @@ public enum Journal {
             return .record(.registration(address, name))
         case "message":
             return message(fields).map { .record(.message($0)) } ?? .damaged
+        case "removal":
+            let prefix = #", "ip": ""#.utf8
+            guard fields.starts(with: prefix), fields.count > prefix.count + 1, fields.last == UInt8(ascii: "\""),
+                let address = IPAddress(utf8: Array(fields.dropFirst(prefix.count).dropLast()))
+            else { return .damaged }
+            return .record(.removal(address))
         case let unknown:
             return .unknownType(unknown)
         }

@@ -21,10 +21,10 @@
 // About 64 bytes a user in all, against ~160 for two Dictionaries. Hashing
 // uses the standard library's per-process random seed, so nobody can choose
 // addresses or names that collide on purpose. The protocol has no way to
-// leave, so a user is removed only to undo a registration that could not be
-// made durable, or when journal replay (`restore`) gives its name to another
-// address. Deleting from a table shifts later entries back, so no tombstones
-// are needed.
+// leave, so a user is removed only by an administrator (chatctl remove), to
+// undo a registration that could not be made durable, or when journal
+// replay (`restore`) gives its name to another address. Deleting from a
+// table shifts later entries back, so no tombstones are needed.
 
 public struct Registry: Sendable {
     /// New addresses are refused once this many are registered. Changing it
@@ -104,10 +104,10 @@ public struct Registry: Sendable {
         maxUsers = limit
     }
 
-    /// Removes the registration of `address`: to undo a registration that
-    /// could not be made durable, and in `restore`, when another address
-    /// takes the name. The last record moves into the hole, so registration
-    /// order is kept except for that one record.
+    /// Removes the registration of `address`: for an administrator, to undo
+    /// a registration that could not be made durable, and in `restore`, when
+    /// another address takes the name. The last record moves into the
+    /// hole, so registration order is kept except for that one record.
     @discardableResult
     public mutating func remove(_ address: IPAddress) -> Bool {
         let key = address.ipv6Halves

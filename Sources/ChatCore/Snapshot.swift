@@ -27,8 +27,10 @@ public enum Snapshot {
     /// The file's bytes for `records`, saved at `savedAt` (seconds since
     /// 1970, UTC), with the addresses in `replacing` holding the name given
     /// there instead, or left out where it gives nil (see
-    /// `CommitQueue.confirmedNames`). Keys are spelled as the records spell
-    /// addresses (IPv4-mapped ones as IPv4).
+    /// `CommitQueue.confirmedNames`); an address `replacing` names that the
+    /// records lack (a pending removal emptied it) is added with its name.
+    /// Keys are spelled as the records spell addresses (IPv4-mapped ones as
+    /// IPv4).
     public static func encode(
         _ records: Registry.Records, savedAt: Int64, replacing: [IPAddress: Username?] = [:]
     ) -> [UInt8] {
@@ -36,20 +38,28 @@ public enum Snapshot {
         out.reserveCapacity(64 + records.count * 48)
         out += #"{"version": \#(version), "saved_at": "\#(rfc3339(savedAt))", "users": ["#.utf8
         var first = true
-        for record in records {
-            let replacement = replacing.isEmpty ? nil : replacing[record.address]
-            if case .some(.none) = replacement { continue }
+        func append(_ address: IPAddress, _ name: (inout [UInt8]) -> Void) {
             out += first ? "\n".utf8 : ",\n".utf8
             first = false
             out += #"{"ip": ""#.utf8
-            appendAddress(record.address, to: &out)
+            appendAddress(address, to: &out)
             out += #"", "username": ""#.utf8
-            if case .some(.some(let name)) = replacement {
-                out += name.text.utf8
-            } else {
-                record.withNameBytes { out += $0 }
-            }
+            name(&out)
             out += #""}"#.utf8
+        }
+        var unseen = replacing
+        for record in records {
+            let replacement = replacing.isEmpty ? nil : unseen.removeValue(forKey: record.address)
+            if case .some(.none) = replacement { continue }
+            if case .some(.some(let name)) = replacement {
+                append(record.address) { $0 += name.text.utf8 }
+            } else {
+                append(record.address) { out in record.withNameBytes { out += $0 } }
+            }
+        }
+        // In address order, so that the same state always writes the same file.
+        for (address, name) in unseen.sorted(by: { $0.key.ipv6Halves < $1.key.ipv6Halves }) {
+            if let name { append(address) { $0 += name.text.utf8 } }
         }
         out += "\n]}\n".utf8
         return out

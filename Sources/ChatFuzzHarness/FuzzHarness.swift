@@ -273,6 +273,7 @@ public struct FuzzHarness {
             switch record {
             case .registration(let address, let name): model.restore(ClientKey(address), name: name.text)
             case .message: break  // the room's, not the registry's
+            case .removal(let address): _ = model.remove(ClientKey(address))
             }
             applied += 1
             start = end + 1

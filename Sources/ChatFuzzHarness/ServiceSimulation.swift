@@ -11,7 +11,11 @@
 // starting a snapshot while a compaction is pending, or a snapshot that
 // keeps a change whose sync then fails each break it. The simulation also
 // checks the storage protocol itself: one journal group, one snapshot and
-// one compaction in flight at most, and no snapshot beside a compaction.
+// one compaction in flight at most, and no snapshot beside a compaction;
+// and the administrator's requests: a removal is confirmed or undone, with
+// its ticket, once its group is done, and a requested snapshot is answered
+// by a snapshot started after the request (it must hold every change made
+// before it), with nothing left waiting once no storage work is in flight.
 //
 // A step is two bytes: what happens, and a byte that picks the details.
 //
@@ -24,7 +28,9 @@
 //            5    time passes (0 to 3 s) and the service's deadlines fire
 //            6    the journal group in flight is synced, or fails (detail % 4 == 0)
 //            7    the snapshot in flight is written, or fails
-//            8, 9 the compaction in flight is done, or fails
+//            8    the compaction in flight is done, or fails
+//            9    an administrator asks for a snapshot (detail % 4 == 0), or
+//                 removes the registration of 10.0.0.<detail / 4 % 10>
 
 import ChatCore
 
@@ -56,6 +62,20 @@ public struct ServiceSimulation {
     public private(set) var batchPushes = 0
     /// ACKs the service took as delivering a push (for tests).
     public var acks: Int { service.counters.acks }
+    /// Removals confirmed and undone, and snapshot requests answered (for tests).
+    public private(set) var removals = 0
+    public private(set) var removalsFailed = 0
+    public private(set) var snapshotRequestsAnswered = 0
+
+    /// Removals waiting for their group, by ticket.
+    private var removalTickets: Set<UInt64> = []
+    /// Snapshot requests waiting, by ticket: how many snapshots had started
+    /// before the request. The one that answers it must start after.
+    private var snapshotRequests: [UInt64: Int] = [:]
+    private var snapshotsStarted = 0
+    /// The number of the snapshot in flight, and of the last one written or failed.
+    private var pendingSnapshotNumber = 0
+    private var finishedSnapshotNumber = 0
 
     // The disk, as the shell would leave it, and the work handed to it.
     private var journal = Journal.header
@@ -134,14 +154,34 @@ public struct ServiceSimulation {
             }
         case 7:
             guard let job = pendingSnapshot.take() else { break }
+            finishedSnapshotNumber = pendingSnapshotNumber
             if fails {
                 service.snapshotFailed(error: "ENOSPC")
             } else {
                 historyFile = HistoryFile.encode(job.messages, lastSeq: job.lastSeq)
-                snapshot = Snapshot.encode(job.records, savedAt: 0, replacing: job.replacing)
+                let bytes = Snapshot.encode(job.records, savedAt: 0, replacing: job.replacing)
+                snapshot = bytes
                 diskChanged = true
+                let users = (try? Snapshot.load(bytes, maxUsers: 1000))?.count
+                guard users == job.users else {
+                    throw failure("a snapshot of \(users.map(String.init) ?? "no") users said to hold \(job.users)")
+                }
                 service.snapshotWritten(.init(savedAt: 0, bytes: 0, duration: .zero))
             }
+        case 9:
+            let ticket = UInt64(step)
+            if fails {
+                snapshotRequests[ticket] = snapshotsStarted
+                service.requestSnapshot(ticket: ticket)
+                break
+            }
+            let address = IPAddress.v4(0x0a00_0000 + UInt32(detail / 4 % 10))
+            let held = service.registry.username(for: address)
+            let outcome = service.removeRegistration(of: address, ticket: ticket, now: now)
+            guard outcome == (held.map { .pending($0) } ?? .notRegistered) else {
+                throw failure("removing \(address), which held \(held?.text ?? "nothing"): \(outcome)")
+            }
+            if held != nil { removalTickets.insert(ticket) }
         default:
             guard let count = pendingCompaction.take() else { break }
             if fails {
@@ -168,6 +208,8 @@ public struct ServiceSimulation {
                     throw failure("a snapshot while another or a compaction is in flight")
                 }
                 pendingSnapshot = job
+                snapshotsStarted += 1
+                pendingSnapshotNumber = snapshotsStarted
             case .compact(let count):
                 guard pendingCompaction == nil, pendingSnapshot == nil,
                     count > Journal.header.count, count <= journal.count
@@ -180,10 +222,35 @@ public struct ServiceSimulation {
             case .registered(let name, let client, _), .renamed(_, let name, let client, _):
                 confirmed.restore(name, at: client.address)
                 confirmedChanged = true
+            case .removed(_, let address, let ticket), .removalFailed(_, let address, let ticket, _):
+                guard removalTickets.remove(ticket) != nil else {
+                    throw failure("removal \(ticket) of \(address) reported twice, or never asked for")
+                }
+                if case .removed = event {
+                    removals += 1
+                    confirmed.remove(address)
+                    confirmedChanged = true
+                } else {
+                    removalsFailed += 1
+                }
+            case .snapshotRequestFinished(let ticket, _, _, let error):
+                guard let startedBefore = snapshotRequests.removeValue(forKey: ticket) else {
+                    throw failure("snapshot request \(ticket) answered twice, or never asked for")
+                }
+                guard finishedSnapshotNumber > startedBefore else {
+                    throw failure("snapshot request \(ticket) answered by a snapshot started before it")
+                }
+                if error == nil { snapshotRequestsAnswered += 1 }
             default: break
             }
         }
         while let transmit = service.pollTransmit() { try noteTold(transmit.bytes, to: transmit.destination) }
+        if pendingCommit == nil, !removalTickets.isEmpty {
+            throw failure("removals \(removalTickets.sorted()) wait with no journal group in flight")
+        }
+        if pendingSnapshot == nil, pendingCompaction == nil, !snapshotRequests.isEmpty {
+            throw failure("snapshot requests \(snapshotRequests.keys.sorted()) wait with nothing in flight")
+        }
     }
 
     /// A SAY's SUCCESS: the client now knows its message by that seq. A

@@ -164,6 +164,87 @@ private func checksummed(_ body: String) -> [UInt8] {
         }
     }
 
+    // MARK: Removals
+
+    @Test func aRemovalIsAChecksummedLineThatParsesBack() {
+        let line = Journal.line(.removal(IPAddress("127.0.0.5")!))
+        #expect(String(decoding: line, as: UTF8.self) == #"{"type": "removal", "ip": "127.0.0.5", "crc32": 3362874844}"# + "\n")
+        for address in [IPAddress.v4(1), .loopbackIPv6, IPAddress("2001:db8::5")!] {
+            let line = Journal.line(.removal(address))
+            #expect(Journal.parse(line.dropLast()) == .removal(address))
+            #expect(Journal.parseVersion1(line.dropLast()) == nil)
+        }
+    }
+
+    @Test(arguments: [
+        #"{"type": "removal", "ip": ""#, #"{"type": "removal", "ip": """#, #"{"type": "removal", "ip": "10.0.0.300""#,
+        #"{"type": "removal", "ip": "10.0.0.1", "username": "alice""#, #"{"type": "removal""#,
+        #"{"type": "removal", "ip": "10.0.0.1"}"#,
+    ])
+    func aRemovalOfAnotherShapeIsDamage(body: String) {
+        #expect(Journal.parse(checksummed(body).dropLast()) == nil)
+        var registry = Registry(maxUsers: 10)
+        #expect(throws: Journal.DamageError(line: 2)) {
+            try Journal.replay(Journal.header + checksummed(body) + record(.v4(1), "a"), into: &registry)
+        }
+    }
+
+    /// A removal is the fact "the address holds nothing": it frees the name,
+    /// the address may register again, and one with nothing to remove is no
+    /// error (replay may see it twice, or after a snapshot that has it).
+    @Test func replayAppliesRemovalsAsFacts() throws {
+        let lines =
+            Journal.header
+            + record(.v4(1), "alice")
+            + record(.v4(2), "bob")
+            + Journal.line(.removal(.v4(1)))
+            + record(.v4(3), "Alice")  // the freed name, at another address
+            + Journal.line(.removal(.v4(9)))  // never registered
+            + record(.v4(1), "alicia")
+        var registry = Registry(maxUsers: 10)
+        let replay = try Journal.replay(lines, into: &registry)
+        #expect(replay == Journal.Replay(lines: 6, validLength: lines.count, tornTail: false, version: 2))
+        #expect(registry.username(for: .v4(1))?.text == "alicia")
+        #expect(registry.username(for: .v4(3))?.text == "Alice")
+        #expect(registry.username(for: .v4(9)) == nil)
+        #expect(registry.count == 3)
+        var again = registry
+        _ = try Journal.replay(lines, into: &again)
+        #expect(Dictionary(uniqueKeysWithValues: again.entries.map { ($0.address, $0.username) })
+            == Dictionary(uniqueKeysWithValues: registry.entries.map { ($0.address, $0.username) }))
+        // The last word on an address is a removal: it holds nothing.
+        var removed = Registry(maxUsers: 10)
+        _ = try Journal.replay(Journal.header + record(.v4(1), "alice") + Journal.line(.removal(.v4(1))), into: &removed)
+        #expect(removed.isEmpty)
+    }
+
+    /// The idempotence compaction relies on, with removals among the changes.
+    @Test func replayWithRemovalsOnTopOfItsOwnResultIsStable() throws {
+        var generator = SplitMix64(seed: 12)
+        var lines = Journal.header
+        var live = Registry(maxUsers: 1000)
+        var removals = 0
+        for _ in 0..<3000 {
+            let address = IPAddress.v4(UInt32(generator.next() % 40))
+            if generator.next() % 4 == 0 {
+                if live.remove(address) { removals += 1 }
+                lines += Journal.line(.removal(address))
+                continue
+            }
+            let candidate = name("n\(generator.next() % 60)")
+            switch live.introduce(candidate, from: address) {
+            case .registered, .renamed: lines += Journal.line(.registration(address, candidate))
+            default: break
+            }
+        }
+        #expect(removals > 100)
+        var replayed = Registry(maxUsers: 1000)
+        _ = try Journal.replay(lines, into: &replayed)
+        _ = try Journal.replay(lines, into: &replayed)  // again, over the final state
+        #expect(replayed.count == live.count)
+        for entry in live.entries { #expect(replayed.username(for: entry.address) == entry.username) }
+    }
+
     /// Replaying lines a snapshot already includes changes nothing: what makes
     /// "snapshot, then reset the journal" crash-safe.
     @Test func replayOnTopOfItsOwnResultIsStable() throws {

@@ -29,6 +29,29 @@ import Testing
         #expect(empty == "{\"version\": 1, \"saved_at\": \"1970-01-01T00:00:00Z\", \"users\": [\n]}\n")
     }
 
+    /// `replacing` as CommitQueue.confirmedNames gives it: a pending
+    /// registration left out, a pending rename written as on disk, and
+    /// addresses a pending removal emptied written back, after the records,
+    /// in address order.
+    @Test func replacingWritesPendingChangesAsOnDisk() {
+        var registry = Registry(maxUsers: 10)
+        _ = registry.introduce(Username("alicia")!, from: .v4(1))
+        _ = registry.introduce(Username("bob")!, from: .v4(2))
+        let replacing: [IPAddress: Username?] = [
+            .v4(1): Username("alice")!, .v4(2): nil, .v4(9): Username("zed")!, .v4(3): Username("carol")!,
+            .v4(4): nil,  // registered and removed, both pending
+        ]
+        let text = String(decoding: Snapshot.encode(registry.records, savedAt: 0, replacing: replacing), as: UTF8.self)
+        #expect(text == """
+            {"version": 1, "saved_at": "1970-01-01T00:00:00Z", "users": [
+            {"ip": "0.0.0.1", "username": "alice"},
+            {"ip": "0.0.0.3", "username": "carol"},
+            {"ip": "0.0.0.9", "username": "zed"}
+            ]}
+
+            """)
+    }
+
     @Test func acceptsAnyWhitespaceAndKeyOrder() throws {
         let text = #"  { "users" : [ { "username":"x1", "ip":"::1" } ],"version":1 }  "#
         let registry = try Snapshot.load(Array(text.utf8), maxUsers: 10)

@@ -38,4 +38,19 @@ import Testing
         #expect(batchPushes > 10)
         #expect(acks > 10)
     }
+
+    @Test func theRandomStepsReachRemovalsAndSnapshotRequests() throws {
+        var (removals, removalsFailed, snapshotRequests) = (0, 0, 0)
+        for seed: UInt64 in 0..<60 {
+            var simulation = ServiceSimulation(seed: seed)
+            try simulation.run(Self.steps(seed: seed))
+            removals += simulation.removals
+            removalsFailed += simulation.removalsFailed
+            snapshotRequests += simulation.snapshotRequestsAnswered
+        }
+        // About 440, 290 and 420 when written.
+        #expect(removals > 200)
+        #expect(removalsFailed > 100)
+        #expect(snapshotRequests > 200)
+    }
 }
