@@ -31,6 +31,11 @@
 //              registrations and messages clients were told of, and every
 //              push (JOINs basic and BATCH, ACKs per push and cumulative)
 //              must carry messages already on disk.
+//   0x03       bytes of a control connection (chatctl's protocol): framed in
+//              uneven pieces by ControlLineReader, which must never hold a
+//              line's cap or yield a line over it; every line that parses as
+//              a flat JSON object or a request must encode and parse back
+//              the same.
 //   otherwise  one datagram from the address that byte picks, handled against
 //              the registry the harness keeps across inputs (max_users 64,
 //              started afresh every 4096 such inputs), so that the fuzzer can
@@ -71,6 +76,8 @@ public struct FuzzStatistics: Sendable {
     public var journalsReplayed = 0
     public var journalsRefused = 0
     public var serviceSimulations = 0
+    public var controlRequests = 0
+    public var controlLinesTooLong = 0
 }
 
 public struct FuzzHarness {
@@ -107,6 +114,8 @@ public struct FuzzHarness {
             statistics.serviceSimulations += 1
             var simulation = ServiceSimulation()
             try simulation.run(UnsafeRawBufferPointer(rebasing: input.dropFirst()))
+        case 3:
+            try readControlLines(UnsafeRawBufferPointer(rebasing: input.dropFirst()))
         default:
             inputsSinceReset += 1
             if inputsSinceReset > Self.resetInterval { reset(maxUsers: Self.maxUsers) }
@@ -124,6 +133,43 @@ public struct FuzzHarness {
             }
         }
         if let failure { throw failure }
+    }
+
+    /// Control connection bytes: framed by ControlLineReader, each line
+    /// parsed as a request; what parses must encode and parse back the same,
+    /// and any line that is a flat object must survive its own round trip.
+    private mutating func readControlLines(_ bytes: UnsafeRawBufferPointer) throws(FuzzFailure) {
+        var reader = ControlLineReader()
+        // Fed in uneven pieces, as a socket delivers them.
+        var offset = 0
+        var piece = 1
+        while offset < bytes.count {
+            let end = min(bytes.count, offset + min(piece, reader.room == 0 ? 1 : reader.room))
+            reader.append(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
+            offset = end
+            piece = piece * 3 % 97 + 1
+            while let line = reader.nextLine() {
+                guard case .line(let text) = line else {
+                    statistics.controlLinesTooLong += 1
+                    return  // chatd closes the connection here
+                }
+                guard text.count < ControlLineReader.maxLineLength, !text.contains(0x0a) else {
+                    throw FuzzFailure(description: "control: a line of \(text.count) bytes, or with a newline, came out of the reader")
+                }
+                if let object = ControlObject(parsing: text), ControlObject(parsing: object.line.dropLast()) != object {
+                    throw FuzzFailure(description: "control: \(object.fields) does not survive its own line")
+                }
+                if let request = try? ControlRequest(parsing: text) {
+                    statistics.controlRequests += 1
+                    guard (try? ControlRequest(parsing: request.object.line.dropLast())) == request else {
+                        throw FuzzFailure(description: "control: \(request) does not survive its own line")
+                    }
+                }
+            }
+            if reader.pending >= ControlLineReader.maxLineLength {
+                throw FuzzFailure(description: "control: the reader holds \(reader.pending) bytes without a line")
+            }
+        }
     }
 
     private mutating func reset(maxUsers: Int) {

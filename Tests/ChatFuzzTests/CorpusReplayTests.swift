@@ -69,6 +69,7 @@ private func read(_ url: URL) throws -> [UInt8] {
         #expect(statistics.journalsReplayed > 0)
         #expect(statistics.journalsRefused > 0)
         #expect(statistics.serviceSimulations > 0)
+        #expect(statistics.controlRequests >= 4)
     }
 }
 
