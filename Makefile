@@ -159,9 +159,10 @@ flood-test: build
 # binaries: the abuse test (5,000 flooding addresses while a member is timed)
 # and a harsher lossy network, which CHATD_FAULT_TESTS enables, and again the
 # fault tests `make test` runs against the debug build (kill -9, the lossy
-# relay, the vanishing member).
+# relay, the vanishing member), and the control socket's tests, the large
+# listing at 1,000,000 users.
 .PHONY: chat-fault-test
 chat-fault-test: build
 	$(SWIFT) build --build-tests
 	CHATD_FAULT_TESTS=1 CHATD_BIN_DIR=$(RELEASE) $(SWIFT) test --skip-build \
-	    --filter 'AbuseTests|LossyNetworkTests|ChatLoopbackTests|ChatTalkTests'
+	    --filter 'AbuseTests|LossyNetworkTests|ChatLoopbackTests|ChatTalkTests|ControlTests'
