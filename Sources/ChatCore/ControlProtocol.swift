@@ -187,6 +187,14 @@ private struct FlatJSONParser {
 
     private mutating func string() -> String? {
         guard take(UInt8(ascii: "\"")) else { return nil }
+        // Most strings have no escape: one scan and one validated copy.
+        if let end = bytes[index...].firstIndex(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }),
+            bytes[end] == UInt8(ascii: "\"")
+        {
+            guard let text = String(validating: bytes[index..<end], as: UTF8.self) else { return nil }
+            index = end + 1
+            return text
+        }
         var scalars = String.UnicodeScalarView()
         var raw: [UInt8] = []
         func flush() -> Bool {

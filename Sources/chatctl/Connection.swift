@@ -73,7 +73,10 @@ extension ConnectionOptions {
 final class ControlConnection {
     let stream: UnixStream
     let path: String
+    /// Bytes read and not yet returned start at `start`: a listing of a
+    /// million lines must not shift the buffer once per line.
     private var buffer: [UInt8] = []
+    private var start = 0
 
     init(path: String, wait: Duration) throws {
         stream = try UnixStream(connectingTo: path)
@@ -100,18 +103,19 @@ final class ControlConnection {
     /// timeout or a line that is not one.
     func next() -> ControlObject {
         while true {
-            if let newline = buffer.firstIndex(of: 0x0a) {
-                let line = Array(buffer[..<newline])
-                buffer.removeSubrange(...newline)
+            if let newline = buffer[start...].firstIndex(of: 0x0a) {
+                let line = buffer[start..<newline]
+                start = newline + 1
                 guard let object = ControlObject(parsing: line) else {
                     finish(.protocolError, "chatd answered something that is not a JSON object: \(String(decoding: line.prefix(200), as: UTF8.self))")
                 }
                 return object
             }
-            var chunk = [UInt8](repeating: 0, count: 64 << 10)
+            buffer.removeSubrange(..<start)
+            start = 0
             let result: IOResult<Int>
             do {
-                result = try chunk.withUnsafeMutableBytes { try stream.read(into: $0) }
+                result = try readMore()
             } catch let error as SystemError where error.errno == ECONNRESET {
                 finish(.notRunning, "chatd closed the control connection without answering")
             } catch {
@@ -119,10 +123,19 @@ final class ControlConnection {
             }
             switch result {
             case .processed(0): finish(.notRunning, "chatd closed the control connection without answering (stopping?)")
-            case .processed(let count): buffer += chunk[..<count]
+            case .processed: break
             case .wouldBlock: finish(.tryLater, "chatd did not answer in time at \(path)")
             }
         }
+    }
+
+    /// Appends up to 64 KiB from the socket to `buffer`.
+    private func readMore() throws -> IOResult<Int> {
+        let old = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: 64 << 10))
+        let result = try buffer[old...].withUnsafeMutableBytes { try stream.read(into: $0) }
+        buffer.removeSubrange((old + (result.value ?? 0))...)
+        return result
     }
 
     /// The next answer, which must say ok; an error answer exits with its status.
