@@ -59,7 +59,7 @@ test: deps
 
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/chatd $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
-	install -m 0755 $(RELEASE)/chatd $(RELEASE)/chat $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(RELEASE)/chatd $(RELEASE)/chat $(RELEASE)/chatctl $(DESTDIR)$(BINDIR)/
 	install -m 0755 $(BACKTRACER) $(DESTDIR)$(LIBEXECDIR)/chatd/swift-backtrace-static
 	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/libexec/|$(LIBEXECDIR)/|g' \
 	    -e 's|/etc/chatd/|$(SYSCONFDIR)/chatd/|g' -e 's|/usr/share/doc/chatd/|$(DOCDIR)/|g' \
@@ -77,7 +77,7 @@ install: build
 	@echo "installed; under systemd: systemctl daemon-reload && systemctl enable --now chatd.socket chatd"
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/chatd $(DESTDIR)$(BINDIR)/chat
+	rm -f $(DESTDIR)$(BINDIR)/chatd $(DESTDIR)$(BINDIR)/chat $(DESTDIR)$(BINDIR)/chatctl
 	rm -f $(DESTDIR)$(UNITDIR)/chatd.service $(DESTDIR)$(UNITDIR)/chatd.socket $(DESTDIR)$(UNITDIR)/chatd-control.socket
 	rm -rf $(DESTDIR)$(LIBEXECDIR)/chatd $(DESTDIR)$(DOCDIR)
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml and /var/lib/chatd; remove them by hand if wanted"
