@@ -145,10 +145,12 @@ deb: build deb-deps
 
 # The system test (as root): boots systemd in private namespaces, installs
 # chatd there with `make install PREFIX=/usr` and checks it as a service
-# (socket activation, notify, reload, watchdog, restart, stop, hardening).
+# (socket activation, notify, reload, watchdog, restart, stop, hardening),
+# then boots again and runs the Debian package's life cycle (install,
+# registrations, upgrade, remove, purge), hence the package first.
 # The machine is left unchanged. See Tests/system/run.sh.
 .PHONY: system-test
-system-test: build
+system-test: deb
 	bash Tests/system/run.sh
 
 # The performance suite (docs/PERFORMANCE.md): a release build, then chatd
