@@ -8,6 +8,7 @@
 #                  the static crash backtracer, docs, and /etc/chatd/chatd.toml
 #                  if absent
 #   make uninstall remove what install put in place (never the config or the state)
+#   make deb       .build/deb/chatd_VERSION_ARCH.deb, checked by lintian (debian/)
 #   make clean     remove build output and ./state
 #   make system-test  (root) chatd under a real systemd in private namespaces
 #   make flood-test   1,000,000 bad datagrams while a real client is timed
@@ -86,12 +87,71 @@ uninstall:
 clean:
 	rm -rf .build .build-fuzz .build-asan .build-tsan $(STATE)
 
+# The Debian package (README: "Installing the Debian package"), with
+# debhelper: dh_installsystemd writes the maintainer scripts that enable,
+# start, restart and stop the units, dh_shlibdeps finds Depends, dh_installdeb
+# makes /etc/chatd/chatd.toml a conffile. The version is the one of
+# Sources/ChatCore/Version.swift, written into a generated debian/changelog,
+# and checked against `--version` of the three binaries inside the .deb.
+# dpkg-buildpackage writes its output into the parent of the folder it runs
+# in, so it runs in a staging folder under .build/deb (a copy of debian/),
+# and debian/rules builds and installs from this checkout (CHATD_SRC). Ends
+# with lintian, which must report no error.
+VERSION   := $(shell sed -n 's/^ *public static let string = "\([^"]*\)".*/\1/p' Sources/ChatCore/Version.swift)
+DEB_ARCH  := $(shell dpkg --print-architecture 2>/dev/null)
+DEB_DIR   := .build/deb
+DEB_STAGE := $(DEB_DIR)/chatd-$(VERSION)
+DEB       := $(DEB_DIR)/chatd_$(VERSION)_$(DEB_ARCH).deb
+# The tools of `make deb`, and Build-Depends from debian/control that `make
+# deps` does not install already.
+DEB_TOOLS := debhelper dpkg-dev lintian pkgconf
+
+.PHONY: deb deb-deps
+deb-deps:
+	@missing=; for p in $(DEB_TOOLS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+deb: build deb-deps
+	@[ -n "$(VERSION)" ] || { echo "make deb: no version in Sources/ChatCore/Version.swift" >&2; exit 1; }
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_STAGE)
+	cp -R debian $(DEB_STAGE)/debian
+	@# debian/changelog: one entry, this version, dated by the commit (so the
+	@# same commit gives the same package), signed by debian/control's Maintainer.
+	@epoch=$$(git log -1 --format=%ct 2>/dev/null || date +%s); \
+	commit=$$(git describe --always --dirty 2>/dev/null || echo unknown); \
+	maintainer=$$(sed -n 's/^Maintainer: //p' debian/control); \
+	{ printf 'chatd (%s) bookworm; urgency=medium\n\n' '$(VERSION)'; \
+	  printf '  * chatd %s, packaged by `make deb` from commit %s.\n' '$(VERSION)' "$$commit"; \
+	  printf '    The version comes from Sources/ChatCore/Version.swift.\n\n'; \
+	  printf ' -- %s  %s\n' "$$maintainer" "$$(LC_ALL=C date -u -R -d @$$epoch)"; \
+	} > $(DEB_STAGE)/debian/changelog
+	cd $(DEB_STAGE) && CHATD_SRC=$(CURDIR) dpkg-buildpackage --build=binary --no-sign
+	@# The package's version must be what the binaries inside it print.
+	rm -rf $(DEB_DIR)/contents && dpkg-deb -x $(DEB) $(DEB_DIR)/contents
+	@pkg=$$(dpkg-deb -f $(DEB) Version); \
+	for bin in chatd chat chatctl; do \
+		v=$$($(DEB_DIR)/contents/usr/bin/$$bin --version) || { echo "make deb: $$bin --version failed" >&2; exit 1; }; \
+		if [ "$$v" != "$$pkg" ]; then echo "make deb: $$bin --version says $$v, the package $$pkg" >&2; exit 1; fi; \
+	done; \
+	echo "version check: package $$pkg = chatd, chat and chatctl --version"
+	rm -rf $(DEB_DIR)/contents
+	lintian --fail-on error $(DEB)
+	@echo "built $(DEB) ($$(du -h $(DEB) | cut -f1))"
+
 # The system test (as root): boots systemd in private namespaces, installs
 # chatd there with `make install PREFIX=/usr` and checks it as a service
-# (socket activation, notify, reload, watchdog, restart, stop, hardening).
+# (socket activation, notify, reload, watchdog, restart, stop, hardening),
+# then boots again and runs the Debian package's life cycle (install,
+# registrations, upgrade, remove, purge), hence the package first.
 # The machine is left unchanged. See Tests/system/run.sh.
 .PHONY: system-test
-system-test: build
+system-test: deb
 	bash Tests/system/run.sh
 
 # The performance suite (docs/PERFORMANCE.md): a release build, then chatd

@@ -9,6 +9,9 @@
 # of new PID, mount, UTS, IPC and network namespaces (boot.sh makes the
 # machine's files private or read-only there and execs systemd), then drives
 # the steps below from outside with nsenter, and powers the namespace off.
+# Then it powers off and boots again for steps 11-15, the Debian package's
+# life cycle (`make deb`'s .deb installed with apt-get, chatctl, an upgrade
+# to a higher version, remove, purge), on fresh overlays.
 # Every step prints PASS/FAIL lines; the last line is "N passed, M failed";
 # the exit status is 0 only when nothing failed.
 #
@@ -27,6 +30,7 @@ readonly alice_ip=127.0.0.2       # alice's address: the server knows clients by
 readonly sender_ip=127.0.0.3      # step 6's sender
 readonly carol_ip=127.0.0.4       # step 10's two members
 readonly dave_ip=127.0.0.5
+readonly bob_ip=127.0.0.20        # the package's steps: a registration kept across the upgrade
 # Paths inside the namespace. The checkout is at the same path there
 # ($repo): boot.sh makes sure of it.
 readonly work=/run/chatd-test
@@ -38,6 +42,14 @@ readonly dropin_dir=/run/systemd/system/chatd.service.d
 # ignored by git; never /tmp).
 readonly logdir=$repo/.build/system-test
 readonly console_log=$logdir/console.log
+# The Debian package (`make deb`, which `make system-test` runs first), and
+# the higher version of it that steps 11-15 upgrade to, made here.
+readonly version=$(sed -n 's/^ *public static let string = "\([^"]*\)".*/\1/p' "$repo/Sources/ChatCore/Version.swift")
+readonly deb_arch=$(dpkg --print-architecture)
+readonly deb=$repo/.build/deb/chatd_${version}_${deb_arch}.deb
+readonly dbgsym_deb=$repo/.build/deb/chatd-dbgsym_${version}_${deb_arch}.deb
+readonly upgrade_version=$version+test1
+readonly upgrade_deb=$logdir/chatd_${upgrade_version}_${deb_arch}.deb
 
 # MESSAGE_IDs chatd gives its events (see the README), and systemd's own.
 readonly MID_REGISTERED=9087fbe303834dc0b5dcf7d797fed52c
@@ -807,19 +819,323 @@ for line in open(sys.argv[1]):
     fi
 }
 
+# ---------------------------------------------------------------------------
+# The Debian package's life cycle (steps 11-15), in a second boot: its
+# overlays are fresh, so nothing that make install and steps 1-10 left
+# (binaries in /usr/bin, units in /usr/lib/systemd/system, the test's
+# config, chatd's state, drop-ins) mixes with what the package installs,
+# and remove and purge are checked on a system that only ever had the package.
+
+# chatctl_as VERB ARGS...: the installed chatctl (as root, over the control
+# socket the package's chatd-control.socket holds). Sets ctl_out and ctl_rc.
+chatctl_as() {
+    ctl_rc=0
+    ctl_out=$(inside 30 /usr/bin/chatctl "$@" 2>&1) || ctl_rc=$?
+}
+
+# apt_inside SECONDS ARGS...: apt-get in the namespace, non-interactive, with
+# no terminal to prompt on. Sets apt_out and apt_rc.
+apt_inside() {
+    local seconds=$1
+    shift
+    apt_rc=0
+    apt_out=$(inside "$seconds" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0 "$@" \
+        </dev/null 2>&1) || apt_rc=$?
+}
+
+# units_state: "chatd.service=active chatd.socket=active chatd-control.socket=active".
+units_state() {
+    local unit out=()
+    for unit in chatd.service chatd.socket chatd-control.socket; do
+        out+=("$unit=$(prop "$unit" ActiveState)")
+    done
+    echo "${out[*]}"
+}
+
+# The socket's inode (ss -e: ino:N): the same number before and after the
+# upgrade means the very socket, with its queue, was kept.
+socket_inode() { inside 10 ss -Hulne "sport = :$port" 2>/dev/null | grep -o 'ino:[0-9]*' | head -n 1; }
+
+# The upgrade's package, made from the built one: the same files, a higher
+# Version. (The binaries inside still report the base version; only dpkg
+# sees the difference, which is all an upgrade needs.)
+make_upgrade_deb() {
+    local root=$logdir/upgrade
+    rm -rf "$root" "$upgrade_deb"
+    dpkg-deb -R "$deb" "$root" &&
+        sed -i "s/^Version: .*/Version: $upgrade_version/" "$root/DEBIAN/control" &&
+        dpkg-deb -Znone -b "$root" "$upgrade_deb" >/dev/null &&
+        rm -rf "$root"
+}
+
+package_prepare() {
+    step "11. the package: maintainer scripts, apt-get install ./$(basename "$deb")"
+    if [ ! -f "$deb" ]; then
+        fail "11: $deb does not exist (make deb)"
+        return 1
+    fi
+    # What dh_installsystemd generated, read from the .deb: the sockets are
+    # started on install and never stopped or restarted by an upgrade;
+    # chatd.service alone is restarted after one; everything stops on remove.
+    local scripts=$logdir/control stops guarded
+    rm -rf "$scripts"
+    dpkg-deb -e "$deb" "$scripts"
+    if grep -q "deb-systemd-invoke start 'chatd-control.socket' 'chatd.socket'" "$scripts/postinst" &&
+        [ "$(grep -c 'deb-systemd-invoke \$_dh_action' "$scripts/postinst")" = 1 ] &&
+        grep -q "deb-systemd-invoke \$_dh_action 'chatd.service'" "$scripts/postinst" &&
+        grep -q '_dh_action=restart' "$scripts/postinst"; then
+        pass "11: postinst starts chatd-control.socket and chatd.socket, and restarts (on upgrade) or starts chatd.service only"
+    else
+        fail "11: postinst does not start the sockets and restart only chatd.service:"
+        grep -n 'deb-systemd-invoke\|_dh_action=' "$scripts/postinst" | indent
+    fi
+    if [ ! -e "$scripts/preinst" ] || ! grep -q 'deb-systemd-invoke stop' "$scripts/preinst"; then
+        pass "11: no preinst stops a unit before an upgrade"
+    else
+        fail "11: preinst stops units before an upgrade:"
+        grep -n 'deb-systemd-invoke' "$scripts/preinst" | indent
+    fi
+    stops=$(grep -c 'deb-systemd-invoke stop' "$scripts/prerm" || true)
+    guarded=$(grep -B1 'deb-systemd-invoke stop' "$scripts/prerm" | grep -c '"$1" = remove' || true)
+    if [ "$stops" -ge 2 ] && [ "$stops" = "$guarded" ]; then
+        pass "11: prerm stops the units on remove only ($stops stop lines, each under \"\$1\" = remove)"
+    else
+        fail "11: prerm: $stops stop lines, $guarded of them on remove only"
+        indent <"$scripts/prerm"
+    fi
+    grep -qx /etc/chatd/chatd.toml "$scripts/conffiles" && pass "11: /etc/chatd/chatd.toml is a conffile" ||
+        fail "11: /etc/chatd/chatd.toml is not in conffiles"
+    grep -q 'rm -rf /var/lib/private/chatd' "$scripts/postrm" && pass "11: postrm removes /var/lib/private/chatd (on purge)" ||
+        fail "11: postrm does not remove /var/lib/private/chatd"
+
+    # The machine's /usr/sbin/policy-rc.d (a container image's "exit 101")
+    # forbids deb-systemd-invoke to start anything; a Debian server has none.
+    # Removed in the namespace's /usr overlay only.
+    if inside 5 test -e /usr/sbin/policy-rc.d; then
+        inside 5 rm -f /usr/sbin/policy-rc.d
+        note "removed /usr/sbin/policy-rc.d in the namespace (the machine's says: $(grep -v '^#' /usr/sbin/policy-rc.d | grep -v '^$' | tr '\n' ' '))"
+    fi
+    # Nothing of chatd before: the second boot starts clean.
+    if inside 5 test -e /usr/bin/chatd || inside 5 test -e /etc/chatd || inside 5 test -e /var/lib/private/chatd; then
+        fail "11: the namespace already has chatd files before the package is installed"
+        return 1
+    fi
+
+    # apt-get install of a file works offline: every dependency is installed
+    # on the machine already (the namespace's /usr and /var are overlays of it).
+    local started=$SECONDS
+    apt_inside 300 install --no-install-recommends "$deb" "$dbgsym_deb"
+    if [ "$apt_rc" -ne 0 ]; then
+        fail "11: apt-get install $(basename "$deb") exited $apt_rc:"
+        tail -n 20 <<<"$apt_out" | indent
+        return 1
+    fi
+    pass "11: apt-get install ./$(basename "$deb") ./$(basename "$dbgsym_deb") ($((SECONDS - started)) s)"
+    local state
+    state=$(inside 10 systemctl is-active chatd chatd.socket chatd-control.socket | tr '\n' ' ')
+    if [ "$state" = "active active active " ]; then
+        pass "11: systemctl is-active chatd chatd.socket chatd-control.socket: $state"
+    else
+        fail "11: systemctl is-active chatd chatd.socket chatd-control.socket: $state"
+        show_journal
+        return 1
+    fi
+    state=$(inside 10 systemctl is-enabled chatd chatd.socket chatd-control.socket | tr '\n' ' ')
+    [ "$state" = "enabled enabled enabled " ] && pass "11: enabled: $state" || fail "11: systemctl is-enabled: $state"
+    local pkg_version bin_version
+    pkg_version=$(inside 5 dpkg-query -W -f='${Version}' chatd)
+    bin_version=$(inside 5 /usr/bin/chatd --version)
+    [ "$pkg_version" = "$version" ] && [ "$bin_version" = "$version" ] &&
+        pass "11: dpkg-query: chatd $pkg_version; chatd --version: $bin_version" ||
+        fail "11: dpkg-query says $pkg_version, chatd --version $bin_version, Version.swift $version"
+    [ "$(prop chatd.service FragmentPath)" = /lib/systemd/system/chatd.service ] &&
+        pass "11: chatd.service from /lib/systemd/system" ||
+        fail "11: chatd.service is $(prop chatd.service FragmentPath)"
+    # The man pages come with `make install` (another change); when the
+    # package has any, `man chatd.toml` must find its page.
+    if inside 5 dpkg -L chatd | grep -q '^/usr/share/man/.'; then
+        inside 10 man -w chatd.toml >/dev/null 2>&1 && pass "11: man -w chatd.toml: $(inside 10 man -w chatd.toml)" ||
+            fail "11: man chatd.toml: no such page in the package"
+    else
+        note "no man pages in the package (make install installs none yet): man chatd.toml not checked"
+    fi
+    inside 5 sh -c "mkdir -p $work && printf '[client]\ntimeout_ms = 300\nmax_attempts = 6\nbackoff = 2.0\nkeepalive_s = 2\n' >$client_conf"
+}
+
+step12_package_registry() {
+    step "12. chat join alice, chatctl lookup, chatctl remove, lookup again"
+    chat_as "$alice_ip" join alice
+    if [ "$chat_rc" -eq 0 ] && [ "$(tail -n 1 <<<"$chat_out")" = alice ]; then
+        pass "12: chat join alice --bind $alice_ip says alice"
+    else
+        fail "12: chat join alice --bind $alice_ip: exit $chat_rc, output: $chat_out"
+        show_journal
+    fi
+    chatctl_as lookup alice
+    if [ "$ctl_rc" -eq 0 ] && [ "$(tail -n 1 <<<"$ctl_out")" = "$alice_ip" ]; then
+        pass "12: chatctl lookup alice: $alice_ip"
+    else
+        fail "12: chatctl lookup alice: exit $ctl_rc, output: $ctl_out (want $alice_ip, exit 0)"
+    fi
+    chatctl_as remove alice
+    [ "$ctl_rc" -eq 0 ] && pass "12: chatctl remove alice${ctl_out:+: $ctl_out}" ||
+        fail "12: chatctl remove alice: exit $ctl_rc, output: $ctl_out"
+    chatctl_as lookup alice
+    [ "$ctl_rc" -eq 65 ] && pass "12: chatctl lookup alice after the removal exits 65${ctl_out:+: $ctl_out}" ||
+        fail "12: chatctl lookup alice after the removal: exit $ctl_rc (want 65), output: $ctl_out"
+    chat_as "$alice_ip" connect
+    [ "$chat_rc" -eq 3 ] && pass "12: chat connect --bind $alice_ip: no username any more (exit 3)" ||
+        fail "12: chat connect --bind $alice_ip after the removal: exit $chat_rc (want 3), output: $chat_out"
+    # bob is kept through the upgrade (step 13), remove (14), not purge (15).
+    chat_as "$bob_ip" join bob
+    [ "$chat_rc" -eq 0 ] && [ "$(tail -n 1 <<<"$chat_out")" = bob ] && pass "12: chat join bob --bind $bob_ip says bob" ||
+        fail "12: chat join bob --bind $bob_ip: exit $chat_rc, output: $chat_out"
+
+    # chatd-dbgsym: the package's binaries are stripped (Debian policy); with
+    # the dbgsym package installed, the static backtracer finds the symbols
+    # under /usr/lib/debug/.build-id and names the functions of a crash
+    # trace. (Swift 6.3.1's backtracer takes no file:line from a separate
+    # debug file, so unlike step 9's unstripped binary there is none.)
+    local pid cursor entry
+    pid=$(prop chatd.service MainPID)
+    cursor=$(journal_cursor)
+    inside 5 kill -SEGV "$pid"
+    if entry=$(journal_wait 10 "$cursor" "MESSAGE~=Server.run() + "); then
+        pass "12: with chatd-dbgsym, the crash trace names the function: $entry"
+    else
+        fail "12: with chatd-dbgsym installed, the crash trace has no frame naming Server.run()"
+        journal_wait 3 "$cursor" "MESSAGE~=Program crashed" >/dev/null && note "(the backtracer ran: 'Program crashed' is in the journal)"
+    fi
+    # Its Depends names chatd (= this version): out of the way of the upgrade.
+    apt_inside 60 remove chatd-dbgsym
+    [ "$apt_rc" -eq 0 ] || { fail "12: apt-get remove chatd-dbgsym exited $apt_rc"; tail -n 10 <<<"$apt_out" | indent; }
+}
+
+step13_package_upgrade() {
+    step "13. upgrade to $upgrade_version while datagrams arrive: chatd restarts, its sockets do not"
+    if ! make_upgrade_deb; then
+        fail "13: could not make $upgrade_deb from $deb"
+        return 1
+    fi
+    local pid0 pid1 sock0 sock1 ctl0 ctl1 ino0 ino1 out rc=0 window_end count=3000
+    pid0=$(prop chatd.service MainPID)
+    sock0=$(prop chatd.socket ActiveEnterTimestamp)
+    ctl0=$(prop chatd-control.socket ActiveEnterTimestamp)
+    ino0=$(socket_inode)
+    # The sender (step 6's) sends 3000 CONNECTs over 30 s, each once, and
+    # starts the upgrade at the 50th; every one must be answered exactly
+    # once, those that came while chatd restarted by the new chatd.
+    out=$(inside 240 env DEBIAN_FRONTEND=noninteractive python3 "$here/sender.py" --bind "$sender_ip" \
+        --server 127.0.0.1 --port "$port" --count "$count" --interval 0.01 --restart-at 50 --deadline 30 -- \
+        apt-get -q -y -o Dpkg::Use-Pty=0 install "$upgrade_deb" </dev/null 2>&1) || rc=$?
+    grep '^sender:' <<<"$out" | indent
+    pid1=$(prop chatd.service MainPID)
+    sock1=$(prop chatd.socket ActiveEnterTimestamp)
+    ctl1=$(prop chatd-control.socket ActiveEnterTimestamp)
+    ino1=$(socket_inode)
+    local pkg_version
+    pkg_version=$(inside 5 dpkg-query -W -f='${Version}' chatd)
+    if [ "$pkg_version" = "$upgrade_version" ]; then
+        pass "13: apt-get install $(basename "$upgrade_deb"): chatd $version → $pkg_version"
+    else
+        fail "13: after the upgrade dpkg-query says chatd $pkg_version, not $upgrade_version:"
+        grep -v '^sender:' <<<"$out" | tail -n 20 | indent
+    fi
+    if [ "$pid1" != "$pid0" ] && [ -n "$pid1" ] && [ "$pid1" != 0 ]; then
+        pass "13: chatd.service was restarted (MainPID $pid0 → $pid1)"
+    else
+        fail "13: chatd.service's MainPID is $pid1 (was $pid0): not restarted by the upgrade"
+    fi
+    [ -n "$sock0" ] && [ "$sock1" = "$sock0" ] && pass "13: chatd.socket was not stopped (active since $sock1)" ||
+        fail "13: chatd.socket's ActiveEnterTimestamp changed: '$sock0' → '$sock1'"
+    [ -n "$ctl0" ] && [ "$ctl1" = "$ctl0" ] && pass "13: chatd-control.socket was not stopped (active since $ctl1)" ||
+        fail "13: chatd-control.socket's ActiveEnterTimestamp changed: '$ctl0' → '$ctl1'"
+    [ -n "$ino0" ] && [ "$ino1" = "$ino0" ] && pass "13: port $port is the same socket ($ino1)" ||
+        fail "13: port $port's socket changed: '$ino0' → '$ino1'"
+    # The upgrade must have ended while the sender was still sending, or the
+    # restart may have fallen after the last datagram.
+    window_end=$(grep -o 'ids [0-9]*\.\.[0-9]*' <<<"$out" | sed 's/.*\.\.//')
+    if [ "$rc" -eq 0 ] && [ -n "$window_end" ] && [ "$window_end" -lt "$count" ]; then
+        pass "13: every one of the $count datagrams answered exactly once, the upgrade (and restart) within them"
+    elif [ "$rc" -eq 0 ]; then
+        fail "13: the upgrade did not end before the last datagram (ids ..${window_end:-?} of $count): the restart may not have been covered"
+    else
+        fail "13: datagrams lost or answered twice across the upgrade (sender exit $rc)"
+        grep -v '^sender:' <<<"$out" | tail -n 20 | indent
+        show_journal
+    fi
+    local state
+    state=$(inside 10 systemctl is-active chatd chatd.socket chatd-control.socket | tr '\n' ' ')
+    [ "$state" = "active active active " ] && pass "13: after the upgrade: $state" || fail "13: after the upgrade: $state"
+    chat_as "$bob_ip" connect
+    [ "$chat_rc" -eq 0 ] && [ "$(tail -n 1 <<<"$chat_out")" = bob ] && pass "13: chat connect --bind $bob_ip still says bob" ||
+        fail "13: chat connect --bind $bob_ip after the upgrade: exit $chat_rc, output: $chat_out"
+    chatctl_as lookup bob
+    [ "$ctl_rc" -eq 0 ] && [ "$(tail -n 1 <<<"$ctl_out")" = "$bob_ip" ] && pass "13: chatctl lookup bob: $bob_ip" ||
+        fail "13: chatctl lookup bob after the upgrade: exit $ctl_rc, output: $ctl_out (want $bob_ip)"
+}
+
+step14_package_remove() {
+    step "14. apt-get remove chatd: stopped; the config and the state stay"
+    apt_inside 120 remove chatd
+    if [ "$apt_rc" -eq 0 ]; then
+        pass "14: apt-get remove chatd"
+    else
+        fail "14: apt-get remove chatd exited $apt_rc:"
+        tail -n 20 <<<"$apt_out" | indent
+    fi
+    local status state
+    status=$(inside 5 dpkg-query -W -f='${db:Status-Abbrev}' chatd 2>/dev/null || true)
+    [ "$status" = "rc " ] && pass "14: dpkg: chatd removed, its config files kept (status '$status')" ||
+        fail "14: dpkg status of chatd is '$status', not 'rc '"
+    state=$(units_state)
+    [ "$state" = "chatd.service=inactive chatd.socket=inactive chatd-control.socket=inactive" ] &&
+        pass "14: $state" || fail "14: not stopped: $state"
+    inside 5 test -e /usr/bin/chatd && fail "14: /usr/bin/chatd is still there" || pass "14: /usr/bin/chatd is gone"
+    inside 5 test -f /etc/chatd/chatd.toml && pass "14: /etc/chatd/chatd.toml is kept" ||
+        fail "14: /etc/chatd/chatd.toml is gone after remove"
+    if inside 5 grep -q '"bob"' /var/lib/private/chatd/registry.json; then
+        pass "14: /var/lib/private/chatd is kept, its registry.json holds bob"
+    else
+        fail "14: /var/lib/private/chatd/registry.json is gone or lacks bob after remove:"
+        inside 5 ls -la /var/lib/private/chatd 2>&1 | indent || true
+    fi
+}
+
+step15_package_purge() {
+    step "15. apt-get purge chatd: the config and the state are gone"
+    apt_inside 120 purge chatd
+    if [ "$apt_rc" -eq 0 ]; then
+        pass "15: apt-get purge chatd"
+    else
+        fail "15: apt-get purge chatd exited $apt_rc:"
+        tail -n 20 <<<"$apt_out" | indent
+    fi
+    local status left=() path
+    status=$(inside 5 dpkg-query -W -f='${db:Status-Abbrev}' chatd 2>/dev/null || true)
+    [ -z "$status" ] || [ "$status" = "un " ] || [ "$status" = "pn " ] && pass "15: dpkg no longer knows chatd${status:+ (status '$status')}" ||
+        fail "15: dpkg status of chatd is '$status' after purge"
+    for path in /etc/chatd /var/lib/private/chatd /var/lib/chatd /etc/systemd/system/sockets.target.wants/chatd.socket \
+        /etc/systemd/system/sockets.target.wants/chatd-control.socket /etc/systemd/system/multi-user.target.wants/chatd.service; do
+        inside 5 test -e "$path" -o -L "$path" && left+=("$path")
+    done
+    [ ${#left[@]} -eq 0 ] && pass "15: gone: /etc/chatd, /var/lib/private/chatd, /var/lib/chatd and the units' enablement links" ||
+        fail "15: left after purge: ${left[*]}"
+}
+
 main() {
     if [ "$(id -u)" -ne 0 ]; then
         echo "run.sh: must run as root (it boots systemd in namespaces)" >&2
         exit 1
     fi
     local tool
-    for tool in unshare nsenter findmnt timeout python3 ip; do
+    for tool in unshare nsenter findmnt timeout python3 ip dpkg-deb; do
         command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing" >&2; exit 1; }
     done
-    # `make system-test` has built already; run by hand, build here, on the
-    # host: inside, make install must only copy.
+    # `make system-test` has built already (and made the package); run by
+    # hand, build here, on the host: inside, make install must only copy.
     if [ -z "${MAKELEVEL:-}" ]; then
-        make -C "$repo" build
+        make -C "$repo" deb
     fi
     host_mounts_before=$(host_mounts)
     host_cgroups_before=$(host_cgroups)
@@ -839,6 +1155,19 @@ main() {
         step10_chat
     else
         fail "steps 1-10 not run: boot or install failed"
+        [ -n "$ns_pid" ] && show_journal 15
+    fi
+
+    # The package's life cycle, in a namespace booted afresh (see above).
+    teardown
+    cgroup_rel=() ns_pid= ns_pid_ns=
+    if boot && package_prepare; then
+        step12_package_registry
+        step13_package_upgrade
+        step14_package_remove
+        step15_package_purge
+    else
+        fail "steps 12-15 not run: boot or the package's install failed"
         [ -n "$ns_pid" ] && show_journal 15
     fi
     finished=1
