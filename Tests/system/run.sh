@@ -868,6 +868,47 @@ make_upgrade_deb() {
         rm -rf "$root"
 }
 
+step10b_control() {
+    step "10b. chatctl over chatd-control.socket: held by systemd, root's only, and it starts chatd"
+    local state listing cursor
+    state=$(prop chatd-control.socket ActiveState)
+    [ "$state" = active ] && pass "10b: chatd-control.socket is active" || fail "10b: chatd-control.socket is '$state'"
+    listing=$(inside 5 stat -c '%A %U' /run/chatd/control 2>&1 || true)
+    [ "$listing" = "srw------- root" ] && pass "10b: /run/chatd/control is $listing" ||
+        fail "10b: /run/chatd/control is '$listing', not 'srw------- root'"
+    chatctl_as lookup alice
+    [ "$ctl_rc" -eq 0 ] && [ "$(tail -n 1 <<<"$ctl_out")" = "$alice_ip" ] && pass "10b: chatctl lookup alice: $ctl_out" ||
+        fail "10b: chatctl lookup alice: exit $ctl_rc, output: $ctl_out"
+    chatctl_as status --json
+    grep -q '"durability": "sync"' <<<"$ctl_out" && pass "10b: chatctl status --json answers (exit $ctl_rc)" ||
+        fail "10b: chatctl status --json: exit $ctl_rc, output: $ctl_out"
+    # PrivateUsers=yes maps everyone but root and chatd's user to nobody:
+    # the file's mode stops nobody first, as any other user.
+    ctl_rc=0
+    ctl_out=$(inside 30 setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/chatctl status 2>&1) || ctl_rc=$?
+    [ "$ctl_rc" -eq 77 ] && pass "10b: chatctl as nobody exits 77: $ctl_out" ||
+        fail "10b: chatctl as nobody: exit $ctl_rc (want 77), output: $ctl_out"
+    cursor=$(journal_cursor)
+    chatctl_as reload
+    if [ "$ctl_rc" -eq 0 ] && journal_wait 5 "$cursor" "MESSAGE_ID=$MID_RELOADED" >/dev/null; then
+        pass "10b: chatctl reload: $ctl_out, and the journal says config reloaded"
+    else
+        fail "10b: chatctl reload: exit $ctl_rc, output: $ctl_out; journal:"
+        show_journal 5
+    fi
+    # With chatd stopped, the socket stays, and a chatctl connecting starts it.
+    inside 30 systemctl stop chatd.service
+    state=$(prop chatd.service ActiveState)
+    [ "$state" = inactive ] || fail "10b: chatd.service is '$state' after systemctl stop"
+    chatctl_as lookup alice
+    state=$(prop chatd.service ActiveState)
+    if [ "$ctl_rc" -eq 0 ] && [ "$state" = active ]; then
+        pass "10b: with chatd stopped, chatctl lookup alice started it through the socket: $ctl_out"
+    else
+        fail "10b: chatctl against a stopped chatd: exit $ctl_rc, output: $ctl_out, chatd.service $state"
+    fi
+}
+
 package_prepare() {
     step "11. the package: maintainer scripts, apt-get install ./$(basename "$deb")"
     if [ ! -f "$deb" ]; then
@@ -1153,6 +1194,7 @@ main() {
         step8_security
         step9_crash_trace
         step10_chat
+        step10b_control
     else
         fail "steps 1-10 not run: boot or install failed"
         [ -n "$ns_pid" ] && show_journal 15
