@@ -226,6 +226,9 @@ struct OverrideCase: Sendable, CustomTestStringConvertible {
             max_attempts = 5
             window = 32
 
+            [control]
+            socket = "/run/chatd/control"
+
             [log]
             level = "info"
             target = "auto"
@@ -283,7 +286,7 @@ struct BadCase: Sendable, CustomTestStringConvertible {
         .init("[limits]\nrate_per_ip = -1", key: "limits.rate_per_ip", "must be a number from 0.0 to 1000000.0, got -1.0"),
         .init("[limits]\nburst_per_ip = 1.5", key: "limits.burst_per_ip", "must be an integer from 0 to 1000000"),
         .init("[server.extra]\nx = 1", key: "server.extra", "unknown key"),
-        .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [limits], [chat], [delivery], [log]"),
+        .init("[serverz]\nport = 1", key: "serverz", "unknown section; sections are [server], [client], [registry], [limits], [chat], [delivery], [control], [log]"),
         .init("port = 7447", key: "port", "unknown key outside any section"),
         .init("[log]\n\"le vel\" = 1", key: "log.\"le vel\"", "unknown key"),
         // Sections that are not tables, keys that are.
