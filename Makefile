@@ -4,9 +4,10 @@
 #                  on port 7447 with its state in ./state
 #   make test      build and run every test
 #   make build     release binaries in .build/release
+#   make man       manual pages and shell completions in .build/man
 #   make install   PREFIX=/usr/local DESTDIR= UNITDIR=: binaries, systemd units,
-#                  the static crash backtracer, docs, and /etc/chatd/chatd.toml
-#                  if absent
+#                  the static crash backtracer, docs, manual pages, shell
+#                  completions, and /etc/chatd/chatd.toml if absent
 #   make uninstall remove what install put in place (never the config or the state)
 #   make deb       .build/deb/chatd_VERSION_ARCH.deb, checked by lintian (debian/)
 #   make clean     remove build output and ./state
@@ -24,6 +25,10 @@ SYSCONFDIR ?= /etc
 LIBEXECDIR ?= $(PREFIX)/libexec
 DOCDIR    ?= $(PREFIX)/share/doc/chatd
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
+MANDIR    ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 # Swift's static crash backtracer, installed beside chatd so that the unit
 # does not depend on the toolchain folder.
 BACKTRACER ?= $(dir $(realpath $(SWIFT)))../libexec/swift/linux/swift-backtrace-static
@@ -32,15 +37,27 @@ STATE     := $(CURDIR)/state
 RELEASE   := $(CURDIR)/.build/release
 SWIFTFLAGS_RELEASE := -c release --static-swift-stdlib
 
-.PHONY: all deps build run test install uninstall clean
+# The generated manual pages and completions (man/generate.sh), and their
+# date: SOURCE_DATE_EPOCH's (dpkg-buildpackage sets it from debian/changelog),
+# else the last commit's, so that the same source gives the same pages.
+GENMAN    := $(CURDIR)/.build/man
+MANDATE   ?= $(shell if [ -n "$$SOURCE_DATE_EPOCH" ]; then date -u -d "@$$SOURCE_DATE_EPOCH" +%F; \
+	else git -C "$(CURDIR)" log -1 --format=%cs 2>/dev/null || echo 1970-01-01; fi)
+
+.PHONY: all deps build run test install uninstall clean man
 
 all: build
 
 # libsystemd-dev: chatd links libsystemd for sd_notify and the journal.
+# groff-base and mandoc: the manual pages' test renders them with both and
+# fails on any warning; python3 writes the pages (man/manpages.py).
+DEPS := libsystemd-dev groff-base mandoc python3
 deps:
-	@if ! dpkg-query -W -f='$${Status}' libsystemd-dev 2>/dev/null | grep -q 'install ok installed'; then \
-		echo "installing libsystemd-dev"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsystemd-dev; \
+	@missing=$$(for p in $(DEPS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 build: deps
@@ -59,7 +76,12 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-install: build
+# Manual pages and completions, made from the release binaries' own parsers
+# (man/manpages.py says how and why): nothing generated is committed.
+man: build
+	bash man/generate.sh $(RELEASE) $(GENMAN) $(MANDATE) $(DOCDIR)
+
+install: build man
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/chatd $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(RELEASE)/chatd $(RELEASE)/chat $(RELEASE)/chatctl $(DESTDIR)$(BINDIR)/
 	install -m 0755 $(BACKTRACER) $(DESTDIR)$(LIBEXECDIR)/chatd/swift-backtrace-static
@@ -70,6 +92,17 @@ install: build
 	sed -e 's|/usr/share/doc/chatd/|$(DOCDIR)/|g' systemd/chatd-control.socket > $(DESTDIR)$(UNITDIR)/chatd-control.socket
 	chmod 0644 $(DESTDIR)$(UNITDIR)/chatd.service $(DESTDIR)$(UNITDIR)/chatd.socket $(DESTDIR)$(UNITDIR)/chatd-control.socket
 	install -m 0644 README.md docs/PROTOCOL.md docs/CONTROL.md $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 $(GENMAN)/man1/chat.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(GENMAN)/man5/chatd.toml.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(GENMAN)/man8/chatd.8 $(GENMAN)/man8/chatctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -d $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 0644 $(GENMAN)/completions/bash/chatd $(GENMAN)/completions/bash/chat \
+	    $(GENMAN)/completions/bash/chatctl $(DESTDIR)$(BASHCOMPDIR)/
+	install -m 0644 $(GENMAN)/completions/zsh/_chatd $(GENMAN)/completions/zsh/_chat \
+	    $(GENMAN)/completions/zsh/_chatctl $(DESTDIR)$(ZSHCOMPDIR)/
+	install -m 0644 $(GENMAN)/completions/fish/chatd.fish $(GENMAN)/completions/fish/chat.fish \
+	    $(GENMAN)/completions/fish/chatctl.fish $(DESTDIR)$(FISHCOMPDIR)/
 	install -d $(DESTDIR)$(SYSCONFDIR)/chatd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml ]; then \
 		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml"; \
@@ -82,6 +115,11 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/chatd $(DESTDIR)$(BINDIR)/chat $(DESTDIR)$(BINDIR)/chatctl
 	rm -f $(DESTDIR)$(UNITDIR)/chatd.service $(DESTDIR)$(UNITDIR)/chatd.socket $(DESTDIR)$(UNITDIR)/chatd-control.socket
 	rm -rf $(DESTDIR)$(LIBEXECDIR)/chatd $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(MANDIR)/man1/chat.1 $(DESTDIR)$(MANDIR)/man5/chatd.toml.5 \
+	    $(DESTDIR)$(MANDIR)/man8/chatd.8 $(DESTDIR)$(MANDIR)/man8/chatctl.8
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/chatd $(DESTDIR)$(BASHCOMPDIR)/chat $(DESTDIR)$(BASHCOMPDIR)/chatctl
+	rm -f $(DESTDIR)$(ZSHCOMPDIR)/_chatd $(DESTDIR)$(ZSHCOMPDIR)/_chat $(DESTDIR)$(ZSHCOMPDIR)/_chatctl
+	rm -f $(DESTDIR)$(FISHCOMPDIR)/chatd.fish $(DESTDIR)$(FISHCOMPDIR)/chat.fish $(DESTDIR)$(FISHCOMPDIR)/chatctl.fish
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/chatd/chatd.toml and /var/lib/chatd; remove them by hand if wanted"
 
 clean:
