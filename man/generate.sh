@@ -28,7 +28,9 @@ mkdir -p "$outdir"/man1 "$outdir"/man5 "$outdir"/man8 \
 "${pages[@]}" config "$here/../config/chatd.toml" > "$outdir/man5/chatd.toml.5"
 
 for command in chatd chat chatctl; do
-    "$bindir/$command" --generate-completion-script bash > "$outdir/completions/bash/$command"
+    # bash-completion sources these files: a #! line means nothing there
+    # (and lintian warns of it), so it is left out.
+    "$bindir/$command" --generate-completion-script bash | sed '1{/^#!/d}' > "$outdir/completions/bash/$command"
     "$bindir/$command" --generate-completion-script zsh > "$outdir/completions/zsh/_$command"
     "$bindir/$command" --generate-completion-script fish > "$outdir/completions/fish/$command.fish"
 done
