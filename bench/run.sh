@@ -570,11 +570,17 @@ run_scale() {
     done
     stop_server "$small_pid"
 
-    # The longest pause: a 1-client probe (1 in flight, 10 % renames keep the
-    # registry changed) first with snapshots off, then with one every second.
+    # probe NAME SECONDS: the 1-client probe (1 in flight, 10 % renames keep
+    # the registry changed) of chatd-1M, into $work/NAME.json.
+    probe() {
+        "${generator_cpu[@]}" "$bench" run --port "$big_port" --clients 1 --window 1 --mix mixed --duration "$2" \
+            --timeout-ms 5000 --json --quiet >"$work/$1.json"
+    }
+
+    # The longest pause: the probe first with snapshots off, then with one
+    # snapshot written every second.
     log "probe of chatd-1M without snapshots, 3 s"
-    "${generator_cpu[@]}" "$bench" run --port "$big_port" --clients 1 --window 1 --mix mixed --duration 3 --timeout-ms 5000 \
-        --json --quiet >"$work/probe-quiet.json"
+    probe probe-quiet 3
     chatd_config chatd-1M "$big_port" 1
     kill -HUP "$big_pid"
     sleep 0.5
@@ -592,8 +598,7 @@ run_scale() {
         done
     ) &
     local poller=$!
-    "${generator_cpu[@]}" "$bench" run --port "$big_port" --clients 1 --window 1 --mix mixed --duration 6 --timeout-ms 5000 \
-        --json --quiet >"$work/probe-snapshots.json"
+    probe probe-snapshots 6
     kill "$poller" 2>/dev/null || true
     wait "$poller" 2>/dev/null || true
     snapshots=$(cat "$work/snapshots-seen" 2>/dev/null || echo 0)
@@ -617,8 +622,7 @@ run_scale() {
         done
     ) &
     local lister=$!
-    "${generator_cpu[@]}" "$bench" run --port "$big_port" --clients 1 --window 1 --mix mixed --duration 6 --timeout-ms 5000 \
-        --json --quiet >"$work/probe-listing.json"
+    probe probe-listing 6
     kill "$lister" 2>/dev/null || true
     wait "$lister" 2>/dev/null || true
     local listings

@@ -256,6 +256,20 @@ public enum Posix {
         }
     }
 
+    /// Checks that `fd` is a socket of `type` (SOCK_DGRAM, SOCK_STREAM) and
+    /// makes it nonblocking: a socket someone else opened (systemd's socket
+    /// activation) taken over. Throws ENOTSUP for another type.
+    public static func adoptSocket(_ fd: Int32, type expected: Int32, kind: String) throws {
+        var type: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = try syscall("getsockopt(SO_TYPE)") { getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) }
+        guard type == expected else {
+            throw SystemError(errno: ENOTSUP, call: "adopt socket \(fd) (not a \(kind) socket)")
+        }
+        let flags = try syscall("fcntl(F_GETFL)") { fcntl(fd, F_GETFL) }
+        _ = try syscall("fcntl(F_SETFL)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+    }
+
     /// An environment variable, or nil when unset.
     public static func environment(_ name: String) -> String? {
         getenv(name).map { String(cString: $0) }

@@ -75,14 +75,7 @@ public final class UDPSocket: Sendable {
     /// socket activation), making it nonblocking. Throws if `fd` is not a
     /// bound IPv4 or IPv6 datagram socket; the descriptor is then left open.
     public init(adopting fd: Int32) throws {
-        var type: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        _ = try syscall("getsockopt(SO_TYPE)") { getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) }
-        guard type == Int32(SOCK_DGRAM.rawValue) else {
-            throw SystemError(errno: ENOTSUP, call: "adopt socket \(fd) (not a datagram socket)")
-        }
-        let flags = try syscall("fcntl(F_GETFL)") { fcntl(fd, F_GETFL) }
-        _ = try syscall("fcntl(F_SETFL)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        try Posix.adoptSocket(fd, type: Int32(SOCK_DGRAM.rawValue), kind: "datagram")
         self.fd = fd
         var storage = sockaddr_storage()
         var addressLength = socklen_t(MemoryLayout<sockaddr_storage>.size)

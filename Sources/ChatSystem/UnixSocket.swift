@@ -62,14 +62,7 @@ public final class UnixListener: Sendable {
 
     /// Takes over a listening stream socket systemd passed, making it nonblocking.
     public init(adopting fd: Int32) throws {
-        var type: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        _ = try syscall("getsockopt(SO_TYPE)") { getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) }
-        guard type == Int32(SOCK_STREAM.rawValue) else {
-            throw SystemError(errno: EINVAL, call: "adopting fd \(fd): not a stream socket")
-        }
-        let flags = try syscall("fcntl(F_GETFL)") { fcntl(fd, F_GETFL) }
-        _ = try syscall("fcntl(F_SETFL)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        try Posix.adoptSocket(fd, type: Int32(SOCK_STREAM.rawValue), kind: "stream")
         self.fd = fd
         ownedPath = nil
     }
