@@ -72,6 +72,12 @@ extension Server {
         /// administrator's uid (for the log, even if the client has gone).
         var tickets: [UInt64: (slot: Int, uid: UInt32)] = [:]
         var nextTicket: UInt64 = 1
+        /// accept failed (EMFILE, ENOMEM): the listener is out of the epoll
+        /// set until the next tick.
+        var acceptPaused = false
+        /// A request started here queued storage work (remove, snapshot)
+        /// after the turn's storage was polled: poll it again.
+        var queuedStorage = false
     }
 
     // MARK: - Events from epoll
@@ -84,8 +90,13 @@ extension Server {
                 guard let accepted = try listener.accept() else { return }
                 stream = accepted
             } catch {
-                // EMFILE and the like: the client waits in the backlog; retried next wake-up.
+                // EMFILE and the like. The listener stays readable, so it
+                // leaves the epoll set until the next 1 s tick, rather than
+                // wake the loop at once forever; the client waits in the backlog.
                 warn(.controlFailed, ["error": "\(error)"])
+                if (try? epoll.modify(fd: listener.fd, events: [], tag: Tag.controlListener.rawValue)) != nil {
+                    control?.acceptPaused = true
+                }
                 return
             }
             guard let slot = (0..<Self.maxControlClients).first(where: { control?.clients[$0] == nil }) else {
@@ -191,6 +202,8 @@ extension Server {
     /// interest to match.
     private func proceed(_ slot: Int, now: Instant) {
         guard var client = control?.clients[slot] else { return }
+        // An answer a ticket just finished goes out now, not at EPOLLOUT.
+        guard flush(&client, slot: slot, now: now) else { return }
         while client.task == nil, client.isFlushed, !client.closing, let line = client.reader.nextLine() {
             switch line {
             case .tooLong:
@@ -261,6 +274,7 @@ extension Server {
                 // The outcome, immediate or after the sync, comes as an event.
                 _ = service.removeRegistration(of: entry.address, ticket: ticket, now: now)
                 client.task = .waiting(ticket)
+                control?.queuedStorage = true
             case .failure(let error):
                 answer(&client, error.object)
             }
@@ -268,6 +282,7 @@ extension Server {
             let ticket = newTicket(slot: slot, uid: client.uid)
             service.requestSnapshot(ticket: ticket)
             client.task = .waiting(ticket)
+            control?.queuedStorage = true
         case .reload:
             let outcome = reloadAndReport()
             if outcome.applied {
@@ -330,6 +345,8 @@ extension Server {
         for slot in slots {
             guard var client = control?.clients[slot], case .listing = client.task, client.isFlushed else { continue }
             continueListing(&client)
+            // A listing that matches nothing for a long while is working, not idle.
+            client.lastProgress = now
             guard flush(&client, slot: slot, now: now) else { continue }
             control?.clients[slot] = client
             proceed(slot, now: now)
@@ -369,8 +386,14 @@ extension Server {
     }
 
     /// Closes clients that have done nothing for `controlIdleTimeout`,
-    /// except those waiting for chatd (a large snapshot takes its time).
-    func closeIdleControlClients(now: Instant) {
+    /// except those waiting for chatd (a large snapshot takes its time), and
+    /// takes a paused listener back into the epoll set.
+    func controlTick(now: Instant) {
+        if let listener = control?.listener, control?.acceptPaused == true,
+            (try? epoll.modify(fd: listener.fd, events: .readable, tag: Tag.controlListener.rawValue)) != nil
+        {
+            control?.acceptPaused = false
+        }
         guard let clients = control?.clients else { return }
         for (slot, var client) in clients where now - client.lastProgress >= Self.controlIdleTimeout {
             if case .waiting = client.task { continue }
@@ -386,17 +409,17 @@ extension Server {
         }
     }
 
-    /// Stops serving control clients: the listener, and every connection,
-    /// telling those still waiting or listing that chatd is stopping.
+    /// Stops serving control clients: the listener, and every connection.
+    /// Each is told that chatd is stopping, after any answer it was sent: a
+    /// request still unread (chatctl writes first, then reads) gets that as
+    /// its answer, rather than a close it could not tell from a crash.
     func closeControl() {
         guard let control else { return }
         for (slot, var client) in control.clients {
-            if client.task != nil {
-                client.task = nil
-                answer(&client, ControlError(.stopping, "chatd is stopping").object)
-                // One nonblocking try: stopping does not wait for a slow reader.
-                guard flush(&client, slot: slot, now: clock()) else { continue }
-            }
+            client.task = nil
+            answer(&client, ControlError(.stopping, "chatd is stopping").object)
+            // One nonblocking try: stopping does not wait for a slow reader.
+            guard flush(&client, slot: slot, now: clock()) else { continue }
             closeControl(slot)
         }
         try? epoll.remove(fd: control.listener.fd)

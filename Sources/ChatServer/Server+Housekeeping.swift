@@ -17,7 +17,7 @@ extension Server {
             }
             updateStatus()
             traffic.record(at: now, received: service.counters.received, sent: statistics.sent)
-            closeIdleControlClients(now: now)
+            controlTick(now: now)
         }
         if let watchdogInterval, now >= nextWatchdog {
             nextWatchdog = now + watchdogInterval

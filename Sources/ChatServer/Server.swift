@@ -185,9 +185,10 @@ public final class Server {
             let now = clock()
             service.handleTimeout(now: now)
             periodic(now: now)
+            // A listing's next slice, and a request after a listing ends.
+            serveControl(now: now)
             // Everything this turn changed shares one write and one fdatasync.
             carryOut(now: now)
-            serveControl(now: now)
         }
         return try stop()
     }
@@ -216,6 +217,13 @@ public final class Server {
         while let work = service.pollStorageWork() { start(work) }
         sendTransmits()
         logEvents(now: now)
+        // An answered ticket can let its client's next request start (a
+        // remove or snapshot sent after another), queueing storage work the
+        // poll above missed.
+        if control?.queuedStorage == true {
+            control?.queuedStorage = false
+            carryOut(now: now)
+        }
     }
 
     // MARK: - Datagrams

@@ -32,13 +32,10 @@ public final class UnixListener: Sendable {
             guard existing.st_mode & S_IFMT == S_IFSOCK else {
                 throw SystemError(errno: EEXIST, call: "bind(\(path)): not a socket")
             }
-            do {
-                let stale = try UnixStream(connectingTo: path)
-                stale.close()
+            guard try !Self.isServed(path) else {
                 throw SystemError(errno: EADDRINUSE, call: "bind(\(path)): another process accepts on it")
-            } catch let error as SystemError where error.errno == ECONNREFUSED {
-                try Posix.unlink(path: path)
             }
+            try Posix.unlink(path: path)
         }
         let fd = try syscall("socket(AF_UNIX)") {
             socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -58,6 +55,26 @@ public final class UnixListener: Sendable {
         }
         self.fd = fd
         ownedPath = path
+    }
+
+    /// Whether a process accepts on the socket at `path`. The connect does
+    /// not block: a live listener with a full backlog (EAGAIN) counts as one
+    /// rather than holding chatd's start; only ECONNREFUSED means stale.
+    static func isServed(_ path: String) throws -> Bool {
+        let fd = try syscall("socket(AF_UNIX)") {
+            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        defer { _ = Glibc.close(fd) }
+        do {
+            try withAddress(path) { address, length in
+                _ = try syscall("connect(\(path))") { connect(fd, address, length) }
+            }
+            return true
+        } catch let error as SystemError where error.errno == ECONNREFUSED {
+            return false
+        } catch let error as SystemError where error.errno == EAGAIN {
+            return true
+        }
     }
 
     /// Takes over a listening stream socket systemd passed, making it nonblocking.

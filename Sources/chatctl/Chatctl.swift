@@ -22,9 +22,11 @@ struct Chatctl: ParsableCommand {
               0   success
               64  bad usage
               65  lookup, remove: the name or address is not registered
-              69  chatd is not running (no socket at the path, or nobody accepting on it)
+              69  chatd is not running (no socket at the path, or nobody accepting on it),
+                  or it closed the connection without answering
               74  snapshot: chatd could not write the snapshot
-              75  remove: chatd cannot make the change durable now (the journal failed); try later
+              75  remove: chatd cannot make the change durable now (the journal failed);
+                  16 clients are connected already; or chatd did not answer in time: try later
               76  chatd answered something this chatctl did not expect
               77  permission denied (run as root)
               78  reload: chatd refused the new config (the reason is printed), or

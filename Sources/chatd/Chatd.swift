@@ -112,10 +112,24 @@ struct Chatd: ParsableCommand {
         let (sockets, origin) = try orExit("cannot listen on \(serverSettings.listen)") {
             try listeningSockets(serverSettings.listen, passed: passed, logger: logger)
         }
-        let controlListener = try orExit(
-            "cannot create the control socket \(settings.control.socket) (set [control] socket to another path, or to \"\" for none)"
-        ) {
-            try controlSocket(settings.control.socket, passed: passed)
+        let controlListener: UnixListener?
+        do {
+            controlListener = try controlSocket(settings.control.socket, passed: passed)
+        } catch {
+            let path = settings.control.socket
+            let fix =
+                origin == .systemd
+                ? "systemctl enable --now chatd-control.socket, then systemctl restart chatd"
+                : "set [control] socket to a path chatd may create, or to \"\" for none"
+            // A path the administrator chose must work; the default only
+            // serves chatctl, and serving clients matters more.
+            if origin == .config && path != Config.defaults.control.socket {
+                fail("cannot create the control socket \(path): \(error) (\(fix))")
+            }
+            logger.warning("no control socket, so chatctl cannot reach this chatd", metadata: [
+                "control.path": "\(path)", "error": "\(error)", "fix": "\(fix)",
+            ])
+            controlListener = nil
         }
         let loadStart = SystemClock.monotonicNow()
         var registry = try orExit("cannot load snapshot \(serverSettings.snapshotPath)") {

@@ -281,6 +281,42 @@ struct ControlTests {
         #expect(status.stdout.contains(#""users": 50000"#))
     }
 
+    /// A snapshot or removal in flight when chatd stops still gets its
+    /// answer (the outcome, or "stopping"), never a silent close.
+    @Test func requestsInFlightAtStopAreAnswered() throws {
+        let daemon = try Daemon(extraConfig: "snapshot_interval_s = 3600")
+        try daemon.writeSnapshot(users: 200_000)
+        try daemon.start()
+        let snapshot = try RawControlClient(daemon.controlPath, timeout: .seconds(20))
+        let removal = try RawControlClient(daemon.controlPath, timeout: .seconds(20))
+        try snapshot.send("{\"command\": \"snapshot\"}\n")
+        try removal.send("{\"command\": \"remove\", \"username\": \"u5\"}\n")
+        daemon.signal(SIGTERM)
+        for (client, ok) in [(snapshot, #"{"ok": true, "saved_at""#), (removal, #"{"ok": true, "address": "10.0.0.5""#)] {
+            let answer = try #require(try client.line(), "no answer before the close")
+            #expect(answer.hasPrefix(ok) || answer.contains(#""error": "stopping""#), "\(answer)")
+        }
+        #expect(try daemon.stop() == 0)
+    }
+
+    /// Requests sent together on one connection are answered in order, a
+    /// listing's end included.
+    @Test func pipelinedRequestsAreAnsweredInOrder() throws {
+        let daemon = try Daemon()
+        try daemon.writeSnapshot(users: 3_000)
+        try daemon.start()
+        defer { _ = try? daemon.stop() }
+        let client = try RawControlClient(daemon.controlPath)
+        try client.send(
+            "{\"command\": \"users\", \"match\": \"u7\"}\n{\"command\": \"remove\", \"username\": \"u7\"}\n"
+                + "{\"command\": \"snapshot\"}\n{\"command\": \"lookup\", \"username\": \"u7\"}\n")
+        #expect(try client.line() == #"{"address": "10.0.0.7", "username": "u7"}"#)
+        #expect(try client.line() == #"{"ok": true, "count": 1}"#)
+        #expect(try client.line() == #"{"ok": true, "address": "10.0.0.7", "username": "u7"}"#)
+        #expect(try client.object()?["users"] == .integer(2_999))
+        #expect(try client.object()?["error"] == .string("not_registered"))
+    }
+
     @Test func aClientThatSaysNothingIsTimedOut() throws {
         let daemon = try Daemon()
         try daemon.start()

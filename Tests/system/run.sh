@@ -992,14 +992,12 @@ package_prepare() {
     [ "$(prop chatd.service FragmentPath)" = /lib/systemd/system/chatd.service ] &&
         pass "11: chatd.service from /lib/systemd/system" ||
         fail "11: chatd.service is $(prop chatd.service FragmentPath)"
-    # The man pages come with `make install` (another change); when the
-    # package has any, `man chatd.toml` must find its page.
-    if inside 5 dpkg -L chatd | grep -q '^/usr/share/man/.'; then
-        inside 10 man -w chatd.toml >/dev/null 2>&1 && pass "11: man -w chatd.toml: $(inside 10 man -w chatd.toml)" ||
-            fail "11: man chatd.toml: no such page in the package"
-    else
-        note "no man pages in the package (make install installs none yet): man chatd.toml not checked"
-    fi
+    # `man chatd.toml` as the README's newcomer types it, and the command pages.
+    local page
+    for page in chatd.toml chatd chat chatctl; do
+        inside 10 man -w "$page" >/dev/null 2>&1 && pass "11: man -w $page: $(inside 10 man -w "$page")" ||
+            fail "11: man $page: no such page in the package"
+    done
     inside 5 sh -c "mkdir -p $work && printf '[client]\ntimeout_ms = 300\nmax_attempts = 6\nbackoff = 2.0\nkeepalive_s = 2\n' >$client_conf"
 }
 
