@@ -658,7 +658,8 @@ run_scale() {
     fi
     row "longest pause while $big_users-user snapshots are written" chatd-bench "$pause_ms" - - " ms" le 20 "≤ 20 ms"
     local listing_pause_ms=nan
-    if ((listed == big_users)); then
+    # The probes' INTRODUCEs added a few users to the million.
+    if ((listed >= big_users)); then
         listing_pause_ms=$(awk -v a="$(jfield "$work/probe-listing.json" max_us)" 'BEGIN { printf "%.2f", a / 1000 }')
     fi
     row "longest pause while chatctl lists $big_users users" chatd-bench "$listing_pause_ms" - - " ms" le 20 "≤ 20 ms"
