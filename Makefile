@@ -235,15 +235,16 @@ fuzz:
 # TOMLKit, XCTest and the test harness). The socket activation test is skipped
 # under ASan: systemd-socket-activate starts chatd with a fresh environment,
 # without LSAN_OPTIONS, so TOMLKit's leak would fail it; TSan runs it.
+# CHATD_SANITIZER tells the loopback tests to load smaller registries.
 LSAN_SUPPRESSIONS := $(CURDIR)/Tests/sanitizers/lsan-suppressions.txt
 .PHONY: test-sanitize
 test-sanitize: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	LSAN_OPTIONS=suppressions=$(LSAN_SUPPRESSIONS):print_suppressions=0 \
+	CHATD_SANITIZER=address LSAN_OPTIONS=suppressions=$(LSAN_SUPPRESSIONS):print_suppressions=0 \
 	    $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan \
 	    --skip takesItsSocketFromSocketActivation
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
-	$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+	CHATD_SANITIZER=thread $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 # The flood test (bench/flood.sh): 1,000,000 bad datagrams from 5,000
 # addresses against a release chatd with its default limits, while a real

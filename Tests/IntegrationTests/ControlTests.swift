@@ -244,9 +244,10 @@ struct ControlTests {
     }
 
     @Test func badControlClientsAreAnsweredAndNeverAffectServing() throws {
+        let users = underSanitizer ? 5_000 : 50_000
         let daemon = try Daemon()
-        try daemon.writeSnapshot(users: 50_000)
-        try daemon.start()
+        try daemon.writeSnapshot(users: users)
+        try daemon.start(timeout: .seconds(60))
         defer { _ = try? daemon.stop() }
 
         let client = try RawControlClient(daemon.controlPath)
@@ -278,15 +279,15 @@ struct ControlTests {
         #expect(try daemon.request("CHAT/1 1 CONNECT", from: "127.0.0.9") == "CHAT/1 1 ERROR CLIENT_NOT_FOUND")
         let status = try daemon.chatctl(["status", "--json"])
         #expect(status.status == 0)
-        #expect(status.stdout.contains(#""users": 50000"#))
+        #expect(status.stdout.contains(#""users": \#(users)"#))
     }
 
     /// A snapshot or removal in flight when chatd stops still gets its
     /// answer (the outcome, or "stopping"), never a silent close.
     @Test func requestsInFlightAtStopAreAnswered() throws {
         let daemon = try Daemon(extraConfig: "snapshot_interval_s = 3600")
-        try daemon.writeSnapshot(users: 200_000)
-        try daemon.start()
+        try daemon.writeSnapshot(users: underSanitizer ? 20_000 : 200_000)
+        try daemon.start(timeout: .seconds(60))
         let snapshot = try RawControlClient(daemon.controlPath, timeout: .seconds(20))
         let removal = try RawControlClient(daemon.controlPath, timeout: .seconds(20))
         try snapshot.send("{\"command\": \"snapshot\"}\n")
@@ -331,10 +332,10 @@ struct ControlTests {
     /// A large listing goes out in slices between datagram batches: chatd
     /// answers datagrams while it lasts, and holds one slice, not the list.
     @Test func aLargeListingNeitherStallsServingNorCopiesTheRegistry() throws {
-        let users = heavyFaultTests ? 1_000_000 : 300_000
+        let users = heavyFaultTests ? 1_000_000 : underSanitizer ? 40_000 : 300_000
         let daemon = try Daemon()
         try daemon.writeSnapshot(users: users)
-        try daemon.start()
+        try daemon.start(timeout: .seconds(60))
         defer { _ = try? daemon.stop() }
         let pid = try #require(daemon.process?.processIdentifier)
         let before = residentKiB(pid)
@@ -352,7 +353,7 @@ struct ControlTests {
             }
             listed += 1
             // A slow reader: chatd must wait for it, not buffer the rest.
-            if listed % 20_000 == 0 {
+            if listed % (users / 15) == 0 {
                 index += 1
                 if try daemon.request("CHAT/1 \(index) CONNECT", from: "127.0.0.10") != nil { answeredDuringListing += 1 }
                 peak = max(peak, residentKiB(pid))
@@ -360,8 +361,11 @@ struct ControlTests {
             }
         }
         #expect(listed == users)
-        #expect(answeredDuringListing == users / 20_000)
-        // The list as text is about 30 bytes a user; one copy of it would show.
-        #expect(peak - before < users * 30 / 1024 / 4, "resident set grew from \(before) to \(peak) KiB")
+        #expect(answeredDuringListing == 15)
+        // The list as text is about 30 bytes a user; one copy of it would
+        // show (not under ASan, whose quarantine keeps what was freed).
+        if !underSanitizer {
+            #expect(peak - before < users * 30 / 1024 / 4, "resident set grew from \(before) to \(peak) KiB")
+        }
     }
 }

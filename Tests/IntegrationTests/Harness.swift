@@ -30,6 +30,12 @@ enum Binaries {
 /// chat-fault-test` sets CHATD_FAULT_TESTS.
 let heavyFaultTests = ProcessInfo.processInfo.environment["CHATD_FAULT_TESTS"] != nil
 
+/// Whether the binaries run under a sanitizer (`make test-sanitize` sets
+/// CHATD_SANITIZER): several times slower, and ASan keeps freed memory in
+/// quarantine, so tests that load large registries use smaller ones then,
+/// and resident-set figures mean nothing.
+let underSanitizer = ProcessInfo.processInfo.environment["CHATD_SANITIZER"] != nil
+
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
 }
@@ -153,7 +159,8 @@ final class Daemon {
     /// Starts chatd (or `executable` with `arguments`, which runs chatd) and
     /// waits until it answers.
     func start(
-        executable: URL = Binaries.chatd, arguments: [String]? = nil, environment: [String: String] = [:]
+        executable: URL = Binaries.chatd, arguments: [String]? = nil, environment: [String: String] = [:],
+        timeout: Duration = .seconds(10)
     ) throws {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
@@ -166,14 +173,14 @@ final class Daemon {
         process.standardOutput = log
         try process.run()
         self.process = process
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             guard process.isRunning else {
                 throw TestFailure(description: "chatd exited with \(process.terminationStatus): \(self.log)")
             }
             if (try? request("CHAT/1 0 CONNECT", from: "127.0.0.1", timeout: .milliseconds(100))) ?? nil != nil { return }
         }
-        throw TestFailure(description: "chatd did not answer within 10 s: \(self.log)")
+        throw TestFailure(description: "chatd did not answer within \(timeout): \(self.log)")
     }
 
     /// Sends a signal and, for SIGTERM/SIGINT, waits for the exit status.
