@@ -9,7 +9,9 @@
 //   each loop turn       -> one slice of each `users` listing whose previous
 //                           slice has left, so a million users stream out
 //                           between datagram batches, one slice in memory
-//   the 1 s tick         -> clients idle for `controlIdleTimeout` are closed
+//   the 1 s tick         -> clients idle for `controlIdleTimeout` are closed;
+//                           a listener paused by a failed accept resumes
+//   stop                 -> every client is told "stopping" and closed
 //
 // Most answers are immediate: they read the service's state. `remove` and
 // `snapshot` are inputs to the service carrying a ticket; the client waits
