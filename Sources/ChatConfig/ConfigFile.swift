@@ -1,4 +1,4 @@
-// Finding and reading the config file, shared by chatd and chat.
+// Finding and reading the config file, shared by chatd, chat and chatctl.
 //
 // A path the user named must exist; the default path may be absent, which
 // means built-in defaults, so a fresh install runs without any file.

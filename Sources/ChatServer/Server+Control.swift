@@ -28,7 +28,6 @@
 import ChatConfig
 import ChatCore
 import ChatSystem
-import Glibc
 import Logging
 
 extension Server {
@@ -112,11 +111,12 @@ extension Server {
                 refuse(stream, ControlError(.permissionDenied, "cannot read the peer's credentials: \(error)"))
                 continue
             }
-            guard uid == 0 || uid == geteuid() else {
+            let ownUID = Posix.effectiveUserID()
+            guard uid == 0 || uid == ownUID else {
                 logger.notice("control client refused: only root and chatd's own user may use the control socket", metadata: [
                     "admin.uid": "\(uid)"
                 ])
-                refuse(stream, ControlError(.permissionDenied, "permission denied: chatd answers only root and its own user (uid \(geteuid()))"))
+                refuse(stream, ControlError(.permissionDenied, "permission denied: chatd answers only root and its own user (uid \(ownUID))"))
                 continue
             }
             do {

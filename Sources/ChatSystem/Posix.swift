@@ -279,6 +279,11 @@ public enum Posix {
         getpid()
     }
 
+    /// The effective user id, which the control socket's peers are checked against.
+    public static func effectiveUserID() -> UInt32 {
+        geteuid()
+    }
+
     /// Ends the process with `status`. exit(3), not _exit(2), so that what
     /// `print` left in stdout's buffer is still written.
     public static func exit(_ status: Int32) -> Never {

@@ -25,7 +25,9 @@ struct Chatd: ParsableCommand {
             -> username in memory, and saves it as a JSON snapshot every snapshot_interval_s \
             seconds when it changed, and once more when it stops. With durability "sync" (the \
             default) every change is also appended to registry.journal beside the snapshot and \
-            synced before the client hears SUCCESS.
+            synced before the client hears SUCCESS. chatctl reaches it over the Unix socket of \
+            [control] socket (/run/chatd/control; under systemd, the one chatd-control.socket \
+            passes it).
 
             Signals:
               SIGTERM, SIGINT  save the final snapshot and exit 0
