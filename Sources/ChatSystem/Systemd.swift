@@ -56,9 +56,11 @@ public enum Systemd {
     /// Whether stderr is the journal's stream: JOURNAL_STREAM names the
     /// device and inode of the stream systemd connected, and it must match
     /// fd 2 itself, because the variable is inherited by children whose
-    /// stderr was redirected elsewhere.
-    public static func standardErrorIsJournal() -> Bool {
-        guard let value = Posix.environment("JOURNAL_STREAM") else { return false }
+    /// stderr was redirected elsewhere. `journalStream` is the variable's
+    /// value, a parameter so that tests need not change the environment,
+    /// which other threads may be reading.
+    public static func standardErrorIsJournal(journalStream: String? = Posix.environment("JOURNAL_STREAM")) -> Bool {
+        guard let value = journalStream else { return false }
         let parts = value.split(separator: ":")
         guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]),
             let status = try? Posix.status(fd: 2)
