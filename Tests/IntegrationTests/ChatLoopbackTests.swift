@@ -280,7 +280,7 @@ func seq(of answer: ChatInbound?) -> UInt64? {
                 + "members running throughout with the complete transcript (\(final) messages): \(transcriptsComplete) of \(members.count)")
         for member in members {
             member.signal(SIGTERM)
-            #expect(member.exitStatus(within: .seconds(10)) == 0)
+            #expect(member.exitStatus(within: .seconds(10)) == .exit(0))
         }
         #expect(try daemon.stop() == 0)
     }
@@ -309,8 +309,8 @@ func talkClientConfig(
 /// stderr in files that can be read while it runs.
 final class Talker {
     let name: String
-    let process = Process()
-    let input = Pipe()
+    let process: ChildProcess
+    let input: Pipe
     let outPath: String
     let errPath: String
 
@@ -325,20 +325,24 @@ final class Talker {
         outPath = daemon.folder.appendingPathComponent("\(name).out").path
         errPath = daemon.folder.appendingPathComponent("\(name).err").path
         for path in [outPath, errPath] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        process.executableURL = Binaries.chat
-        process.arguments =
+        let output = try standardOutput?.fileHandleForWriting ?? FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        let errors = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        let input = Pipe()
+        process = try ChildProcess(
+            Binaries.chat,
             ["talk", name] + extra + [
                 "--config", clientConfig, "--server", server.map { "\($0.address)" } ?? "127.0.0.1",
                 "--port", "\(server?.port ?? daemon.port)", "--bind", bind,
-            ]
-        process.standardInput = input
-        process.standardOutput = try standardOutput ?? FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        try process.run()
-    }
-
-    deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            ],
+            standardInput: input.fileHandleForReading.fileDescriptor, standardOutput: output.fileDescriptor,
+            standardError: errors.fileDescriptor)
+        // The child has its copies. Ours closed, chat sees the end of its
+        // input when endInput() closes the other end, and a reader of
+        // `standardOutput` sees the end when chat exits.
+        try input.fileHandleForReading.close()
+        try output.close()
+        try errors.close()
+        self.input = input
     }
 
     var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
@@ -378,7 +382,7 @@ final class Talker {
 
     func say(_ line: String) { input.fileHandleForWriting.write(Data((line + "\n").utf8)) }
     func endInput() { try? input.fileHandleForWriting.close() }
-    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+    func signal(_ number: Int32) { process.signal(number) }
 
     /// Waits until `condition` holds (true) or `timeout` passes (false).
     func waitUntil(_ timeout: Duration, _ condition: (Talker) -> Bool) -> Bool {
@@ -390,11 +394,9 @@ final class Talker {
         return condition(self)
     }
 
-    /// Waits for the exit (at most `timeout`) and returns its status.
-    func exitStatus(within timeout: Duration) -> Int32? {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        return process.isRunning ? nil : process.terminationStatus
+    /// Waits for the exit (at most `timeout`) and returns how chat ended; nil if it still runs.
+    func exitStatus(within timeout: Duration) -> ChildProcess.Termination? {
+        process.waitUntilExit(timeout: timeout)
     }
 }
 
@@ -516,8 +518,8 @@ private func verbAndRest(_ datagram: String) -> (verb: Substring, rest: [Substri
         #expect(who.stdout.split(separator: "\n").map(String.init) == ["ann", "ben"])
         ann.endInput()
         ben.endInput()
-        #expect(ann.exitStatus(within: .seconds(10)) == 0)
-        #expect(ben.exitStatus(within: .seconds(10)) == 0)
+        #expect(ann.exitStatus(within: .seconds(10)) == .exit(0))
+        #expect(ben.exitStatus(within: .seconds(10)) == .exit(0))
         #expect(daemon.waitForLog("reason=leave"))
         #expect(try daemon.stop() == 0)
     }
@@ -564,8 +566,8 @@ private func verbAndRest(_ datagram: String) -> (verb: Substring, rest: [Substri
         #expect(Set(room) == Set((1...6).flatMap { ["ann \($0)", "ben \($0)", "cy \($0)"] }))
         ann.endInput()
         ben.endInput()
-        #expect(ann.exitStatus(within: .seconds(10)) == 0)
-        #expect(ben.exitStatus(within: .seconds(10)) == 0)
+        #expect(ann.exitStatus(within: .seconds(10)) == .exit(0))
+        #expect(ben.exitStatus(within: .seconds(10)) == .exit(0))
 
         // ann asked for BATCH in every JOIN, was granted it, and acknowledged
         // cumulatively, never more than once per push.
@@ -606,8 +608,7 @@ private func verbAndRest(_ datagram: String) -> (verb: Substring, rest: [Substri
         let poster = try RawChatClient(source: "127.0.0.96", port: daemon.port)
         try poster.introduce("poster")
         #expect(seq(of: try poster.ask(.say(id: 0, cookie: 0, token: 1, text: Array("anyone there".utf8)))) != nil)
-        #expect(eve.exitStatus(within: .seconds(10)) == 0)
-        #expect(eve.process.terminationReason == .exit, "chat died of a signal")
+        #expect(eve.exitStatus(within: .seconds(10)) == .exit(0))
         #expect(daemon.waitForLog("reason=leave"), "no LEAVE: \(eve.stderr)")
         #expect(try daemon.stop() == 0)
     }
@@ -711,7 +712,7 @@ private func verbAndRest(_ datagram: String) -> (verb: Substring, rest: [Substri
         #expect(dee.printed.map(\.seq) == Array(1...UInt64(posted.count)))
         #expect(dee.missed.isEmpty, "dee: \(dee.stderr)")
         dee.signal(SIGTERM)
-        #expect(dee.exitStatus(within: .seconds(10)) == 0)
+        #expect(dee.exitStatus(within: .seconds(10)) == .exit(0))
         #expect(try daemon.stop() == 0)
     }
 
@@ -760,7 +761,7 @@ private func verbAndRest(_ datagram: String) -> (verb: Substring, rest: [Substri
             #expect((printed.map(\.seq) + Array(gap)).sorted() == Array(1...13))
         }
         dee.signal(SIGTERM)
-        #expect(dee.exitStatus(within: .seconds(10)) == 0)
+        #expect(dee.exitStatus(within: .seconds(10)) == .exit(0))
         #expect(try daemon.stop() == 0)
     }
 }

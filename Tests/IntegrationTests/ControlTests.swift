@@ -337,7 +337,7 @@ struct ControlTests {
         try daemon.writeSnapshot(users: users)
         try daemon.start(timeout: .seconds(60))
         defer { _ = try? daemon.stop() }
-        let pid = try #require(daemon.process?.processIdentifier)
+        let pid = try #require(daemon.process?.pid)
         let before = residentKiB(pid)
 
         let lister = try RawControlClient(daemon.controlPath)

@@ -207,7 +207,7 @@ struct DurabilityTests {
                 "--mount", "--propagation", "private", "sh", "-c",
                 "mount -t tmpfs -o size=256k tmpfs '\(state)' && exec '\(Binaries.chatd.path)' --config '\(daemon.configPath)'",
             ])
-        let pid = try #require(daemon.process?.processIdentifier)
+        let pid = try #require(daemon.process?.pid)
         func inside(_ command: String) throws -> ProcessResult {
             try runProgram(URL(fileURLWithPath: "/usr/bin/nsenter"), ["-t", "\(pid)", "-m", "sh", "-c", command])
         }

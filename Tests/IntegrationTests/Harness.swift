@@ -47,6 +47,22 @@ func freePort() throws -> UInt16 {
     return try probe.localEndpoint.port
 }
 
+/// Raises the test process's soft limit on open descriptors to 8,192, enough
+/// for the abuse test's 5,000 sockets (never lowers it); fails if the hard
+/// limit is lower. One figure for every caller, so that two tests raising
+/// it at once cannot leave it at the lower of their wishes.
+func raiseOpenFileLimit() throws {
+    let wanted: rlim_t = 8192
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { throw TestFailure(description: "getrlimit") }
+    guard limit.rlim_cur < wanted else { return }
+    guard limit.rlim_max >= wanted else {
+        throw TestFailure(description: "the test needs \(wanted) descriptors; the hard limit is \(limit.rlim_max)")
+    }
+    limit.rlim_cur = wanted
+    guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { throw TestFailure(description: "setrlimit") }
+}
+
 /// A fresh temporary folder, removed by the caller.
 func temporaryFolder() throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-test-\(UUID().uuidString)")
@@ -68,28 +84,29 @@ func runProgram(_ url: URL, _ arguments: [String], timeout: Duration = .seconds(
 }
 
 final class RunningProgram {
-    let process = Process()
-    private let stdout = Pipe()
-    private let stderr = Pipe()
+    let process: ChildProcess
+    private let stdout: Pipe
+    private let stderr: Pipe
 
     init(_ url: URL, _ arguments: [String], environment: [String: String] = [:]) throws {
-        process.executableURL = url
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process = try ChildProcess(
+            url, arguments, environment: environment, standardOutput: stdout.fileHandleForWriting.fileDescriptor,
+            standardError: stderr.fileHandleForWriting.fileDescriptor)
+        // The child has its copies; with ours open, reading would never see the end.
+        try stdout.fileHandleForWriting.close()
+        try stderr.fileHandleForWriting.close()
+        self.stdout = stdout
+        self.stderr = stderr
     }
 
     func wait(timeout: Duration) throws -> ProcessResult {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        if process.isRunning {
-            process.terminate()
+        guard process.waitUntilExit(timeout: timeout) != nil else {
+            process.signal(SIGTERM)
             process.waitUntilExit()
-            throw TestFailure(description: "\(process.executableURL!.lastPathComponent) did not finish within \(timeout)")
+            throw TestFailure(description: "\(process.name) did not finish within \(timeout)")
         }
-        process.waitUntilExit()
         return ProcessResult(
             status: process.terminationStatus,
             stdout: String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
@@ -123,7 +140,7 @@ final class Daemon {
     var snapshotPath: String { folder.appendingPathComponent("state/registry.json").path }
     var logPath: String { folder.appendingPathComponent("chatd.log").path }
     var controlPath: String { folder.appendingPathComponent("control").path }
-    private(set) var process: Process?
+    private(set) var process: ChildProcess?
 
     init(bind: String = "127.0.0.1", extraConfig: String = "", logLevel: String = "info") throws {
         folder = try temporaryFolder()
@@ -132,7 +149,7 @@ final class Daemon {
     }
 
     deinit {
-        if let process, process.isRunning { process.interrupt(); kill(process.processIdentifier, SIGKILL) }
+        process?.killAndReap()
         try? FileManager.default.removeItem(at: folder)
     }
 
@@ -165,13 +182,10 @@ final class Daemon {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         try log.seekToEnd()
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments ?? ["--config", configPath]
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardError = log
-        process.standardOutput = log
-        try process.run()
+        let process = try ChildProcess(
+            executable, arguments ?? ["--config", configPath], environment: environment,
+            standardOutput: log.fileDescriptor, standardError: log.fileDescriptor)
+        try log.close()
         self.process = process
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
@@ -183,19 +197,20 @@ final class Daemon {
         throw TestFailure(description: "chatd did not answer within \(timeout): \(self.log)")
     }
 
-    /// Sends a signal and, for SIGTERM/SIGINT, waits for the exit status.
+    /// Sends a signal and waits (at most 10 s) for chatd to end; returns its
+    /// exit status, or the signal's number if a signal ended it.
     @discardableResult
     func stop(signal: Int32 = SIGTERM) throws -> Int32 {
         guard let process else { throw TestFailure(description: "chatd is not running") }
-        kill(process.processIdentifier, signal)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        guard !process.isRunning else { throw TestFailure(description: "chatd did not stop within 10 s") }
+        process.signal(signal)
+        guard process.waitUntilExit(timeout: .seconds(10)) != nil else {
+            throw TestFailure(description: "chatd did not stop within 10 s")
+        }
         self.process = nil
         return process.terminationStatus
     }
 
-    func signal(_ signal: Int32) { if let process { kill(process.processIdentifier, signal) } }
+    func signal(_ signal: Int32) { process?.signal(signal) }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 

@@ -19,7 +19,7 @@ struct LossyRoomOutcome: Sendable {
     var transcripts: [String: [PrintedMessage]] = [:]
     var missed: [String: [ClosedRange<UInt64>]] = [:]
     var stderr: [String: String] = [:]
-    var exitStatus: [String: Int32] = [:]
+    var exitStatus: [String: ChildProcess.Termination] = [:]
     /// What chatd holds, read with HISTORY 0 over a clean path once the members are done.
     var history: [PrintedMessage] = []
     /// From the start of the members to every transcript complete.
@@ -111,7 +111,7 @@ func checkLossyRoom(_ outcome: LossyRoomOutcome, _ context: String) {
         #expect(outcome.missed[name] == [], "\(name) reports missed messages (\(context))")
         // Each one's own lines in the order typed, under its own name.
         #expect(transcript.filter { $0.from == name }.map(\.text) == outcome.lines[name], "\(name)'s lines (\(context))")
-        #expect(outcome.exitStatus[name] == 0, "\(name) exited \(String(describing: outcome.exitStatus[name])) (\(context))")
+        #expect(outcome.exitStatus[name] == .exit(0), "\(name) ended with \(String(describing: outcome.exitStatus[name])) (\(context))")
     }
 }
 
@@ -238,7 +238,7 @@ final class NetworkNamespace {
         }
         // unshare and sh exec what follows, so the process becomes `sleep`
         // once the setup has succeeded, and exits if it failed.
-        let comm = "/proc/\(holder.process.processIdentifier)/comm"
+        let comm = "/proc/\(holder.process.pid)/comm"
         func ready() -> Bool { (try? String(contentsOfFile: comm, encoding: .utf8)) == "sleep\n" }
         let deadline = ContinuousClock.now + .seconds(10)
         while holder.process.isRunning, !ready(), ContinuousClock.now < deadline {
@@ -249,9 +249,9 @@ final class NetworkNamespace {
             let why = result?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "no answer"
             return .failure(TestFailure(description: why.isEmpty ? "exit status \(result?.status ?? -1)" : why))
         }
-        let fd = open("/proc/\(holder.process.processIdentifier)/ns/net", O_RDONLY | O_CLOEXEC)
+        let fd = open("/proc/\(holder.process.pid)/ns/net", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            holder.process.terminate()
+            holder.process.killAndReap()
             return .failure(TestFailure(description: "cannot open the namespace: errno \(errno)"))
         }
         return .success(NetworkNamespace(holder: holder, fd: fd))
@@ -291,7 +291,6 @@ final class NetworkNamespace {
 
     func close() {
         _ = Glibc.close(fd)
-        kill(holder.process.processIdentifier, SIGKILL)
-        holder.process.waitUntilExit()
+        holder.process.killAndReap()
     }
 }

@@ -88,7 +88,7 @@ struct SystemdProtocolTests {
         try FileManager.default.createDirectory(at: runtime, withIntermediateDirectories: true)
         let environment = ["RUNTIME_DIRECTORY": runtime.path]
         try daemon.start(environment: environment)
-        let pid = try #require(daemon.process?.processIdentifier)
+        let pid = try #require(daemon.process?.pid)
 
         func reload() throws -> RunningProgram {
             try RunningProgram(Binaries.chatd, ["--reload", "\(pid)"], environment: environment)
