@@ -72,9 +72,14 @@ $(STATE)/chatd.toml: config/chatd.toml
 run: build $(STATE)/chatd.toml
 	exec $(RELEASE)/chatd --config $(STATE)/chatd.toml
 
+# A test process that crashes prints the crashed thread's frames and
+# nothing after them (no registers, no image list), so that they are what a
+# log's tail, which is all CI keeps, shows.
+TEST_ENV := SWIFT_BACKTRACE=enable=yes,interactive=no,color=no,threads=crashed,registers=none,images=none
+
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(TEST_ENV) $(SWIFT) test --skip-build
 
 # Manual pages and completions, made from the release binaries' own parsers
 # (man/manpages.py says how and why): nothing generated is committed.
@@ -240,11 +245,11 @@ LSAN_SUPPRESSIONS := $(CURDIR)/Tests/sanitizers/lsan-suppressions.txt
 .PHONY: test-sanitize
 test-sanitize: deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	CHATD_SANITIZER=address LSAN_OPTIONS=suppressions=$(LSAN_SUPPRESSIONS):print_suppressions=0 \
+	$(TEST_ENV) CHATD_SANITIZER=address LSAN_OPTIONS=suppressions=$(LSAN_SUPPRESSIONS):print_suppressions=0 \
 	    $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan \
 	    --skip takesItsSocketFromSocketActivation
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
-	CHATD_SANITIZER=thread $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+	$(TEST_ENV) CHATD_SANITIZER=thread $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 # The flood test (bench/flood.sh): 1,000,000 bad datagrams from 5,000
 # addresses against a release chatd with its default limits, while a real
@@ -263,7 +268,7 @@ flood-test: build
 .PHONY: chat-fault-test
 chat-fault-test: build
 	$(SWIFT) build --build-tests
-	CHATD_FAULT_TESTS=1 CHATD_BIN_DIR=$(RELEASE) $(SWIFT) test --skip-build \
+	$(TEST_ENV) CHATD_FAULT_TESTS=1 CHATD_BIN_DIR=$(RELEASE) $(SWIFT) test --skip-build \
 	    --filter 'AbuseTests|LossyNetworkTests|ChatLoopbackTests|ChatTalkTests'
 	@# After, not beside them: the million-user listing would starve the abuse test's generator.
-	CHATD_FAULT_TESTS=1 CHATD_BIN_DIR=$(RELEASE) $(SWIFT) test --skip-build --filter ControlTests
+	$(TEST_ENV) CHATD_FAULT_TESTS=1 CHATD_BIN_DIR=$(RELEASE) $(SWIFT) test --skip-build --filter ControlTests
