@@ -152,6 +152,9 @@ struct ClientRulesTests {
             (["--port", "70000"], "--port must be from 1 to 65535"),
             (["--timeout-ms", "0"], "--timeout-ms must be from 1 to 600000"),
             (["--attempts", "101"], "--attempts must be from 1 to 100"),
+            (["--server", "chat example.org"], "--server must be an address or host name"),
+            (["--server", "chat\texample.org"], "--server must be an address or host name"),
+            (["--bind", "localhost"], "--bind must be an IP address"),
         ]
         for (arguments, message) in flags {
             let result = try runProgram(Binaries.chat, ["join", "alice"] + arguments)
