@@ -131,6 +131,8 @@ public enum FileSystem {
         return info.st_mode & S_IFMT == S_IFDIR
     }
 
+    private static let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
+
     /// The names in a folder, without `.` and `..`, in no particular order.
     public static func contentsOfDirectory(atPath path: String) throws -> [String] {
         guard let directory = opendir(path) else {
@@ -145,9 +147,12 @@ public enum FileSystem {
                 if Glibc.errno != 0 { throw SystemError(errno: Glibc.errno, call: "readdir(\(path))") }
                 return names
             }
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
-                String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            // The name is read from its place, up to its NUL. Copying the
+            // field (256 bytes) would read past a short record, and glibc
+            // packs records at their real length, so the last one can end
+            // its buffer and the copy fault (Foundation's Process.run() in
+            // Swift 6.3.1 has that very bug).
+            let name = String(cString: (UnsafeRawPointer(entry) + Self.nameOffset).assumingMemoryBound(to: CChar.self))
             if name != "." && name != ".." { names.append(name) }
         }
     }

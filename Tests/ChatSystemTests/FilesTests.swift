@@ -145,6 +145,20 @@ private func makeFolder() throws -> String {
         #expect(try FileSystem.contentsOfDirectory(atPath: folder + "/a/b") == ["c"])
     }
 
+    /// 2,000 entries fill glibc's 32 KiB readdir buffer, so records sit at
+    /// its very end: a name must be read to its NUL, never as the declared
+    /// 256 bytes (AddressSanitizer, in `make test-sanitize`, sees an
+    /// overrun; without it, it faults when the buffer ends a mapping).
+    @Test func aFolderOfThousandsOfEntriesIsListedAndRemovedWhole() throws {
+        let folder = try makeFolder()
+        defer { try? FileSystem.removeItem(atPath: folder) }
+        let names = (0..<2_000).map { "f\($0)" }
+        for name in names { try FileSystem.writeAtomically([], toPath: folder + "/" + name) }
+        #expect(try FileSystem.contentsOfDirectory(atPath: folder).sorted() == names.sorted())
+        try FileSystem.removeItem(atPath: folder)
+        #expect(!FileSystem.fileExists(atPath: folder))
+    }
+
     @Test func createDirectoriesThroughAFileFails() throws {
         let folder = try makeFolder()
         defer { try? FileSystem.removeItem(atPath: folder) }
