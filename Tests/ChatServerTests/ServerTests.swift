@@ -158,9 +158,8 @@ private final class RunningServer: @unchecked Sendable {
     }
 
     deinit {
-        _ = try? FileSystem.removeItem(atPath: snapshotPath)
-        _ = try? FileSystem.removeItem(atPath: journalPath)
-        rmdir(folder)
+        // The whole folder: the server writes more than these two paths (the history).
+        try? FileSystem.removeItem(atPath: folder)
     }
 }
 

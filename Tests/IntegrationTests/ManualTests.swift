@@ -22,9 +22,14 @@ private func required(_ name: String) throws -> URL {
     try #require(onPath(name), "\(name) is not installed: run `make deps`")
 }
 
-/// The pages and completions, generated once into a folder of their own.
+/// The pages and completions, generated once per run into a folder beside
+/// this test executable, in the build folder: a temporary folder would be
+/// left behind, since no test owns it to remove it.
 private let generated: Result<URL, any Error> = Result {
-    let folder = try temporaryFolder()
+    let folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        .deletingLastPathComponent().appendingPathComponent("manual-tests")
+    try? FileManager.default.removeItem(at: folder)
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     let result = try runProgram(
         try required("bash"),
         [repository.appendingPathComponent("man/generate.sh").path, Binaries.directory.path, folder.path, "2026-01-01"],
