@@ -10,6 +10,9 @@ import ChatSystem
 import Foundation
 import Testing
 
+/// The build folder holding this test executable.
+let testExecutableFolder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+
 enum Binaries {
     /// The folder holding chatd and chat: CHATD_BIN_DIR, or the folder of
     /// this test executable (SwiftPM puts both in the same build folder).
@@ -17,8 +20,7 @@ enum Binaries {
         if let override = ProcessInfo.processInfo.environment["CHATD_BIN_DIR"] {
             return URL(fileURLWithPath: override)
         }
-        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        return me.deletingLastPathComponent()
+        return testExecutableFolder
     }()
 
     static var chatd: URL { directory.appendingPathComponent("chatd") }

@@ -26,8 +26,7 @@ private func required(_ name: String) throws -> URL {
 /// this test executable, in the build folder: a temporary folder would be
 /// left behind, since no test owns it to remove it.
 private let generated: Result<URL, any Error> = Result {
-    let folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        .deletingLastPathComponent().appendingPathComponent("manual-tests")
+    let folder = testExecutableFolder.appendingPathComponent("manual-tests")
     try? FileManager.default.removeItem(at: folder)
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     let result = try runProgram(
